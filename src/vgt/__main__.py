@@ -1,0 +1,5 @@
+import sys
+
+from vgt.cli import main
+
+sys.exit(main())

@@ -1,0 +1,80 @@
+"""The `vgt` command line.
+
+Each module in `vgt.commands` contributes its subcommands through `add_commands(tree)`, so a feature's CLI lives
+next to nothing but itself. Handlers import heavy libraries (torch, transformers) lazily to keep `vgt --help` fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import sys
+from collections.abc import Callable, Sequence
+
+import vgt
+import vgt.commands
+
+
+class CommandTree:
+    """Nested argparse subcommands addressed by path, e.g. `tree.command("eval shapes", ...)`."""
+
+    def __init__(self, parser: argparse.ArgumentParser):
+        self.parser = parser
+        self._subparsers: dict[str, argparse._SubParsersAction] = {}
+        self._parsers: dict[str, argparse.ArgumentParser] = {"": parser}
+
+    def _subparsers_of(self, path: str) -> argparse._SubParsersAction:
+        if path not in self._subparsers:
+            self._subparsers[path] = self._parsers[path].add_subparsers(
+                title="commands", metavar="COMMAND", dest=f"_cmd_{len(self._subparsers)}"
+            )
+        return self._subparsers[path]
+
+    def group(self, path: str, help: str) -> None:
+        """Declare a command group such as "train" or "eval" (idempotent)."""
+        if path in self._parsers:
+            return
+        parent, _, name = path.rpartition(" ")
+        if parent and parent not in self._parsers:
+            raise ValueError(f"declare group {parent!r} before {path!r}")
+        sub = self._subparsers_of(parent).add_parser(name, help=help, description=help)
+        sub.set_defaults(func=lambda args, p=sub: p.print_help() or 0)
+        self._parsers[path] = sub
+
+    def command(self, path: str, func: Callable[[argparse.Namespace], int | None], help: str):
+        """Add a leaf command; returns its parser so the caller can add arguments."""
+        parent, _, name = path.rpartition(" ")
+        if parent and parent not in self._parsers:
+            raise ValueError(f"declare group {parent!r} before command {path!r}")
+        sub = self._subparsers_of(parent).add_parser(
+            name, help=help, description=help, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        sub.set_defaults(func=func)
+        self._parsers[path] = sub
+        return sub
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vgt", description=vgt.__doc__)
+    parser.add_argument("--version", action="version", version=f"vgt {vgt.__version__}")
+    tree = CommandTree(parser)
+    # Groups shared by several command modules.
+    tree.group("train", "Train a model (small VLM, VGT-AE, VGT-AR).")
+    tree.group("eval", "Evaluate models and generated images.")
+    for info in sorted(pkgutil.iter_modules(vgt.commands.__path__), key=lambda m: m.name):
+        importlib.import_module(f"vgt.commands.{info.name}").add_commands(tree)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 0
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""CLI command modules: each defines `add_commands(tree: vgt.cli.CommandTree)`."""

@@ -1,0 +1,18 @@
+import subprocess
+import sys
+
+from vgt.cli import main
+
+
+def test_help_lists_command_groups(capsys):
+    try:
+        main(["--help"])
+    except SystemExit as exit:
+        assert exit.code == 0
+    out = capsys.readouterr().out
+    assert "train" in out and "eval" in out
+
+
+def test_console_entry_point_runs():
+    result = subprocess.run([sys.executable, "-m", "vgt", "--version"], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.startswith("vgt ")
