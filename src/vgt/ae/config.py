@@ -1,0 +1,144 @@
+"""VGT-AE configuration: the model (`AEConfig`, stored in an exported model's config.json) and the training
+stage (`AEStageConfig`: loss weights, regularisers, encoder freezing), each with named presets."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from vgt.ae.dcae import DCAE_F32C32_SANA_1_1, DCAE_SMALL_CPU
+
+ENCODERS = ("vlm", "pixel")
+
+
+@dataclass
+class AEConfig:
+    """The autoencoder's architecture. `encoder="vlm"` tunes a copy of a VLM's vision path (tower + projector);
+    `encoder="pixel"` is the pixel-VAE baseline (DC-AE's conv encoder) on the same latent grid."""
+
+    encoder: str = "vlm"
+    #: registry name of the VLM (`vgt.backbones.registry`), vlm encoder only
+    backbone: str | None = None
+    #: folder of the VLM whose vision path is tuned; the exported AE rebuilds its vision path from it
+    backbone_path: str | None = None
+    #: pixels per latent along each axis; the vlm encoder takes it from the backbone, the pixel encoder needs it
+    stride: int | None = None
+    latent_channels: int = 32
+    bottleneck_blocks: int = 3
+    #: per-token channel LayerNorm on the latents (stage 2 and later)
+    channel_norm: bool = False
+    #: training-only latent noise z + a * eps, a ~ U[0, noise_gamma] per sample
+    noise_gamma: float = 0.0
+    #: `AutoencoderDC` config (diffusers keys) of the pixel decoder (and of the pixel baseline's encoder)
+    dcae: dict[str, Any] = field(default_factory=lambda: dict(DCAE_SMALL_CPU))
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.encoder not in ENCODERS:
+            problems.append(f"encoder {self.encoder!r} is not one of {ENCODERS}")
+        if self.encoder == "pixel" and not self.stride:
+            problems.append("the pixel encoder needs `stride` (use the VLM's stride for a fair comparison)")
+        if self.dcae.get("latent_channels", 32) != self.latent_channels:
+            problems.append(
+                f"latent_channels {self.latent_channels} differs from the DC-AE decoder's "
+                f"{self.dcae.get('latent_channels', 32)}; set both to the same value"
+            )
+        if self.noise_gamma < 0:
+            problems.append(f"noise_gamma must be >= 0 (got {self.noise_gamma})")
+        if problems:
+            raise ValueError("invalid VGT-AE config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> AEConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown VGT-AE config keys {unknown}; valid keys: {sorted(known)}")
+        return cls(**values)
+
+
+AE_PRESETS: dict[str, dict[str, Any]] = {
+    # Authors' full scale: InternVL3 vision path (stride 28, D=896 for 1B) + DC-AE f32c32 (SANA 1.1) decoder.
+    "internvl3-f32c32": dict(encoder="vlm", backbone="internvl", dcae=DCAE_F32C32_SANA_1_1),
+    # The baseline of the convergence comparison: DC-AE f32c32 encoder+decoder on the same 28-px latent grid.
+    "pixel-f32c32": dict(encoder="pixel", stride=28, dcae=DCAE_F32C32_SANA_1_1),
+    # CPU scale: the small VLM's vision path + a ~1.5M-parameter DC-AE decoder.
+    "small-cpu": dict(encoder="vlm", dcae=DCAE_SMALL_CPU),
+    "pixel-small-cpu": dict(encoder="pixel", dcae=DCAE_SMALL_CPU),
+}
+
+
+def ae_preset(name: str, **overrides: Any) -> AEConfig:
+    if name not in AE_PRESETS:
+        raise ValueError(f"unknown VGT-AE preset {name!r}; choose one of {', '.join(AE_PRESETS)}")
+    values = {**AE_PRESETS[name], **overrides}
+    values["dcae"] = dict(values["dcae"])
+    return AEConfig(**values)
+
+
+PERCEPTUAL_NETWORKS = ("none", "vision")
+
+
+@dataclass
+class AEStageConfig:
+    """What one VGT-AE training stage optimizes. Optimizer settings (lr, schedule, clipping, precision) are the
+    training engine's `TrainConfig`."""
+
+    stage: int = 1
+    channel_norm: bool = False
+    noise_gamma: float = 0.0
+    reconstruction_weight: float = 1.0
+    #: frozen feature network of the perceptual loss: "vision" = the original VLM vision path, "none" = off
+    perceptual: str = "none"
+    perceptual_weight: float = 1.0
+    #: self-distillation towards the frozen original encoder + projector (vlm encoder only)
+    distill_weight: float = 1.0
+    #: hinge GAN generator weight (0 disables the GAN)
+    gan_weight: float = 0.1
+    gan_start: int = 30_000
+    lecam_weight: float = 0.001
+    discriminator_lr: float = 1e-4
+    #: stage 2: freeze the vision path (paper) instead of training it at `encoder_lr_mult` (released code)
+    freeze_encoder: bool = False
+    encoder_lr_mult: float = 0.5
+    image_size: int = 448
+
+    def __post_init__(self) -> None:
+        problems = []
+        if self.stage not in (1, 2):
+            problems.append(f"stage must be 1 or 2 (got {self.stage})")
+        if self.perceptual not in PERCEPTUAL_NETWORKS:
+            problems.append(f"perceptual {self.perceptual!r} is not one of {PERCEPTUAL_NETWORKS}")
+        for name in ("reconstruction_weight", "perceptual_weight", "distill_weight", "gan_weight", "lecam_weight",
+                     "noise_gamma", "gan_start", "encoder_lr_mult"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name} must be >= 0 (got {getattr(self, name)})")
+        if problems:
+            raise ValueError("invalid VGT-AE stage config: " + "; ".join(problems))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+STAGE_PRESETS: dict[str, dict[str, Any]] = {
+    # Released config, stage 1: GAN from 30k steps; stage 2: channel LN + noise 0.1, distill 0.1, GAN from 10k.
+    "full-stage1": dict(stage=1, distill_weight=1.0, gan_weight=0.1, gan_start=30_000, image_size=448),
+    "full-stage2": dict(
+        stage=2, channel_norm=True, noise_gamma=0.1, distill_weight=0.1, gan_weight=0.1, gan_start=10_000,
+        image_size=448,
+    ),
+    # CPU scale: no GAN by default (too few steps for it to help), same regularisers.
+    "cpu-stage1": dict(stage=1, distill_weight=1.0, gan_weight=0.0, image_size=224, discriminator_lr=2e-4),
+    "cpu-stage2": dict(stage=2, channel_norm=True, noise_gamma=0.1, distill_weight=0.1, gan_weight=0.0,
+                       image_size=224, discriminator_lr=2e-4),
+}
+
+
+def stage_preset(name: str, **overrides: Any) -> AEStageConfig:
+    if name not in STAGE_PRESETS:
+        raise ValueError(f"unknown VGT-AE stage preset {name!r}; choose one of {', '.join(STAGE_PRESETS)}")
+    return AEStageConfig(**{**STAGE_PRESETS[name], **overrides})
