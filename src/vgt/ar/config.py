@@ -1,0 +1,126 @@
+"""Configuration of the VGT-AR generator (the parts that are not the backbone's language model).
+
+The language model comes from the backbone, so its width is recorded here only to check that saved generator
+weights fit the backbone they are loaded with.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SAMPLERS = ("sde", "euler", "heun")
+ORDERS = ("random", "raster")
+CFG_SCHEDULES = ("constant", "linear")
+
+
+@dataclass
+class FlowHeadConfig:
+    """AdaLN residual MLP that turns a condition vector into one latent token by flow matching."""
+
+    latent_channels: int = 32
+    cond_dim: int = 896
+    width: int = 1536
+    depth: int = 12
+    time_embed_dim: int = 256  # size of the sinusoidal timestep features
+
+
+@dataclass
+class SamplingConfig:
+    """Defaults used by `VGTPipeline.__call__` when an argument is not given."""
+
+    guidance_scale: float = 4.5
+    cfg_schedule: str = "linear"
+    num_inference_steps: int = 30
+    sampler: str = "sde"
+    sde_t_end: float = 0.96  # the SDE runs on linspace(0, sde_t_end, N) then takes one Euler step to t = 1
+    tokens_per_step: int = 1
+    order: str = "random"
+    grid_size: int = 16  # default latent grid (height = width = grid_size * AE stride)
+
+    def __post_init__(self) -> None:
+        if self.sampler not in SAMPLERS:
+            raise ValueError(f"sampler {self.sampler!r} is unknown; choose one of {SAMPLERS}")
+        if self.order not in ORDERS:
+            raise ValueError(f"order {self.order!r} is unknown; choose one of {ORDERS}")
+        if self.cfg_schedule not in CFG_SCHEDULES:
+            raise ValueError(f"cfg_schedule {self.cfg_schedule!r} is unknown; choose one of {CFG_SCHEDULES}")
+        if not 0.0 < self.sde_t_end < 1.0:
+            raise ValueError(f"sde_t_end must lie in (0, 1), got {self.sde_t_end}")
+
+
+@dataclass
+class ARConfig:
+    """VGT-AR: position grids, latent in/out projections, flow head, and the training objective's constants."""
+
+    hidden_size: int = 896  # the backbone LLM's width (checked against the backbone at construction)
+    latent_channels: int = 32
+    max_grid: int = 64  # the learnable query/position grids are max_grid x max_grid, centre-cropped per image
+    head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
+    timestep_shift: float = 1.4  # t = 1 - s*tau / (1 + (s-1)*tau), tau ~ sigmoid(N(0, 1)); data sits at t = 1
+    uncond_prob: float = 0.1  # probability that a training caption is replaced by the unconditional prompt
+    normalize_sampled_latents: bool = True  # per-token channel LayerNorm on every sampled latent (stage-2 AE)
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.head, dict):
+            self.head = FlowHeadConfig(**self.head)
+        if isinstance(self.sampling, dict):
+            self.sampling = SamplingConfig(**self.sampling)
+        self.head.latent_channels = self.latent_channels
+        self.head.cond_dim = self.hidden_size
+        if not 0.0 <= self.uncond_prob < 1.0:
+            raise ValueError(f"uncond_prob must lie in [0, 1), got {self.uncond_prob}")
+        if self.timestep_shift <= 0:
+            raise ValueError(f"timestep_shift must be positive, got {self.timestep_shift}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ARConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown ARConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**data)
+
+    def save(self, path: str | Path) -> None:
+        """Write as JSON atomically."""
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.to_dict(), f, indent=2)
+        os.replace(tmp, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> ARConfig:
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+
+def ar_preset(name: str, hidden_size: int, latent_channels: int = 32) -> ARConfig:
+    """Named generator architectures. `hidden_size` comes from the backbone.
+
+    - "cpu-small": a head small enough to train on a laptop CPU (ShapesWorld).
+    - "vgt-0.6b" / "vgt-1.6b": the authors' head (width 1536, 12 blocks, ~150M parameters) on the
+      InternVL3-1B / InternVL3-2B class language models; the two differ only in the backbone.
+    """
+    if name == "cpu-small":
+        return ARConfig(
+            hidden_size=hidden_size,
+            latent_channels=latent_channels,
+            max_grid=16,
+            head=FlowHeadConfig(width=128, depth=3),
+            sampling=SamplingConfig(grid_size=4, num_inference_steps=20),
+        )
+    if name in ("vgt-0.6b", "vgt-1.6b"):
+        return ARConfig(hidden_size=hidden_size, latent_channels=latent_channels, max_grid=64,
+                        head=FlowHeadConfig(width=1536, depth=12))
+    raise ValueError(f"unknown VGT-AR preset {name!r}; choose one of {AR_PRESETS}")
+
+
+AR_PRESETS = ("cpu-small", "vgt-0.6b", "vgt-1.6b")

@@ -1,0 +1,104 @@
+"""The flow-matching head: an AdaLN residual MLP that maps (noisy latent token, time, condition) to a velocity.
+
+It models one latent token at a time given the language model's hidden state at that token's query, so the
+language model only has to say *what* goes there, not produce the 32 numbers in one shot (MAR / NextStep-1 style).
+Timestep and condition enter every block through adaptive LayerNorm (shift, scale, gate). The modulation layers
+and the output layer start at zero, so a fresh head predicts zero velocity and each block starts as identity.
+Module names follow the authors' checkpoint layout so that converted weights map one to one.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vgt.ar.config import FlowHeadConfig
+
+
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1] (scaled by 1000 so that neighbouring steps stay distinguishable)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    args = (t.float() * 1000.0)[..., None] * freqs
+    features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+    if dim % 2:
+        features = torch.cat([features, torch.zeros_like(features[..., :1])], dim=-1)
+    return features
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale) + shift
+
+
+class TimestepEmbedder(nn.Module):
+    def __init__(self, width: int, feature_dim: int):
+        super().__init__()
+        self.feature_dim = feature_dim
+        self.mlp = nn.Sequential(nn.Linear(feature_dim, width), nn.SiLU(), nn.Linear(width, width))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        features = timestep_features(t, self.feature_dim).to(self.mlp[0].weight.dtype)
+        return self.mlp(features)
+
+
+class ResBlock(nn.Module):
+    """x + gate * MLP(modulate(LN(x), shift, scale)), with (shift, scale, gate) computed from the conditioning."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.in_ln = nn.LayerNorm(width, eps=1e-6)
+        self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)
+        return x + gate * self.mlp(modulate(self.in_ln(x), shift, scale))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, width: int, out_channels: int):
+        super().__init__()
+        self.norm_final = nn.LayerNorm(width, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
+        self.linear = nn.Linear(width, out_channels)
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm_final(x), shift, scale))
+
+
+class FlowHead(nn.Module):
+    """velocity = head(x_t [.., C], t [..], condition [.., D]); data at t = 1, noise at t = 0."""
+
+    def __init__(self, config: FlowHeadConfig):
+        super().__init__()
+        self.config = config
+        self.input_proj = nn.Linear(config.latent_channels, config.width)
+        self.time_embed = TimestepEmbedder(config.width, config.time_embed_dim)
+        self.cond_embed = nn.Linear(config.cond_dim, config.width)
+        self.res_blocks = nn.ModuleList(ResBlock(config.width) for _ in range(config.depth))
+        self.final_layer = FinalLayer(config.width, config.latent_channels)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_uniform_(module.weight)
+                nn.init.zeros_(module.bias)
+        nn.init.normal_(self.time_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.time_embed.mlp[2].weight, std=0.02)
+        for block in self.res_blocks:
+            nn.init.zeros_(block.adaLN_modulation[1].weight)
+            nn.init.zeros_(block.adaLN_modulation[1].bias)
+        for layer in (self.final_layer.adaLN_modulation[1], self.final_layer.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        x = self.input_proj(x_t)
+        y = self.time_embed(t) + self.cond_embed(condition)
+        for block in self.res_blocks:
+            x = block(x, y)
+        return self.final_layer(x, y)

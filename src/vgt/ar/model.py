@@ -1,0 +1,186 @@
+"""VGT-AR: the backbone's language model, tuned to generate VGT-AE latents one position (or group) at a time.
+
+Training sequence of one row (see `vgt.ar.sequence` for the layout, pads and position ids):
+
+    [prompt "Generate an image: {caption}"] [<img>] [q_p1, e_p1, q_p2, e_p2, ..., q_pN, e_pN]
+
+for a random order p of the N latent positions. The hidden state at q_pk sees the prompt and the latents of
+p1..p(k-1) but not z_pk; W_out maps it to the condition of the flow head, which is trained by rectified flow
+(data at t = 1) to produce z_pk. The AE is frozen and held by reference only: its weights are not part of this
+module's state dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from vgt.ae.bottleneck import normalize_latents
+from vgt.ar.config import ORDERS, ARConfig
+from vgt.ar.flow_head import FlowHead
+from vgt.ar.position_queries import PositionQueries
+from vgt.ar.sequence import SlotLayout, left_align_padding, training_layout
+from vgt.backbones.base import Backbone
+
+
+def draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, kind: str = "randn"):
+    """A random tensor drawn on the generator's device (so a seed gives the same numbers wherever the model runs)
+    and moved to `device`."""
+    where = generator.device if generator is not None else device
+    fn = torch.randn if kind == "randn" else torch.rand
+    return fn(shape, generator=generator, device=where).to(device)
+
+
+def sample_timesteps(shape: tuple[int, ...], shift: float, generator: torch.Generator | None,
+                     device: torch.device) -> torch.Tensor:
+    """Shifted logit-normal timesteps: tau = sigmoid(N(0, 1)), t = 1 - s*tau / (1 + (s-1)*tau). With data at t = 1,
+    a shift s > 1 moves training towards the noisier end."""
+    tau = torch.sigmoid(draw(shape, generator, device))
+    return 1 - shift * tau / (1 + (shift - 1) * tau)
+
+
+def generation_orders(batch: int, num_tokens: int, order: str, generator: torch.Generator | None,
+                      device: torch.device) -> torch.Tensor:
+    """[B, N] permutations of the raster positions: one random permutation per row, or raster order."""
+    if order not in ORDERS:
+        raise ValueError(f"order {order!r} is unknown; choose one of {ORDERS}")
+    if order == "raster":
+        return torch.arange(num_tokens, device=device).expand(batch, num_tokens).clone()
+    return draw((batch, num_tokens), generator, device, kind="rand").argsort(dim=1)
+
+
+@dataclass
+class ARLossOutput:
+    loss: torch.Tensor
+    query_states: torch.Tensor  # [B, N, D] hidden states at the queries, in generation order
+
+
+class VGTForGeneration(nn.Module):
+    def __init__(self, config: ARConfig, backbone: Backbone, ae: nn.Module | None = None):
+        super().__init__()
+        hidden = backbone.text.hidden_size
+        if config.hidden_size != hidden:
+            raise ValueError(
+                f"ARConfig.hidden_size={config.hidden_size} but the backbone's language model has width {hidden}; "
+                "build the config with hidden_size=backbone.text.hidden_size"
+            )
+        if ae is not None and getattr(ae, "latent_channels", config.latent_channels) != config.latent_channels:
+            raise ValueError(f"the AE has {ae.latent_channels} latent channels, the config {config.latent_channels}")
+        if ae is not None and hasattr(ae, "config"):  # sampled latents get the LayerNorm exactly when the AE's do
+            config.normalize_sampled_latents = bool(getattr(ae.config, "channel_norm", True))
+        self.config = config
+        self.llm = backbone.text  # fully trainable
+        # References only: the vision tower is not part of the generator and the AE stays frozen.
+        object.__setattr__(self, "backbone", backbone)
+        object.__setattr__(self, "ae", ae)
+        self.queries = PositionQueries(hidden, config.max_grid)
+        self.image_start = nn.Parameter(torch.empty(hidden))
+        self.image_in_projector = nn.Linear(config.latent_channels, hidden)  # W_in
+        self.image_out_projector = nn.Linear(hidden, hidden)  # W_out
+        self.head = FlowHead(config.head)
+        self.reset_image_start()
+
+    @torch.no_grad()
+    def reset_image_start(self) -> None:
+        """Start from the VLM's own image-start token embedding when it has one (InternVL's `<img>`)."""
+        token_id = getattr(self.backbone, "image_start_token_id", None)
+        if token_id is None:
+            nn.init.normal_(self.image_start, std=0.02)
+        else:
+            ids = torch.tensor([[token_id]], device=self.image_start.device)
+            self.image_start.copy_(self.llm.embed_tokens(ids)[0, 0].to(self.image_start))
+
+    # ---- building blocks shared with the sampler -------------------------------------------------------------
+
+    @property
+    def device(self) -> torch.device:
+        return self.image_start.device
+
+    def prompt_embeddings(self, captions: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of the left-aligned prompts followed by `<img>` ([B, T + 1, D]) and the prompt mask [B, T]."""
+        if not captions:
+            raise ValueError("got an empty list of captions/prompts")
+        prompts = self.backbone.generation_prompts(list(captions))
+        input_ids, mask = left_align_padding(prompts["input_ids"].to(self.device),
+                                             prompts["attention_mask"].to(self.device))
+        text = self.llm.embed_tokens(input_ids)
+        start = self.image_start.to(text.dtype).expand(text.shape[0], 1, -1)
+        return torch.cat([text, start], dim=1), mask
+
+    def query_tokens(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(queries Q_i + P_i, positions P_i) for an h x w latent grid, [N, D] each in raster order."""
+        return self.queries(height, width)
+
+    def latent_tokens(self, z: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+        """e_i = W_in z_i + P_i for latent tokens z [B, k, C] at positions [B, k, D]."""
+        return self.image_in_projector(z.to(self.image_in_projector.weight.dtype)) + positions
+
+    def velocity(self, x_t: torch.Tensor, t: torch.Tensor, query_states: torch.Tensor) -> torch.Tensor:
+        """Head velocity for noisy tokens x_t [.., C] at times t [..] given the LLM states at their queries."""
+        return self.head(x_t, t, self.image_out_projector(query_states))
+
+    def normalize_tokens(self, z: torch.Tensor) -> torch.Tensor:
+        """The AE's per-token channel LayerNorm on latent tokens [B, k, C] (when the AE uses it)."""
+        if not self.config.normalize_sampled_latents:
+            return z
+        return normalize_latents(z.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
+
+    def run_llm(self, embeds: torch.Tensor, layout: SlotLayout, start: int, end: int, cache=None,
+                use_cache: bool = False):
+        """Language model over slots start..end-1 of `layout` (slots before `start` come from `cache`)."""
+        bias = layout.attention_bias(start, end, dtype=embeds.dtype)
+        return self.llm(inputs_embeds=embeds, attention_mask=bias, position_ids=layout.position[:, start:end],
+                        past_key_values=cache, use_cache=use_cache)
+
+    # ---- training ----------------------------------------------------------------------------------------------
+
+    def teacher_forced_query_states(self, latents: torch.Tensor, captions: list[str | None],
+                                    orders: torch.Tensor) -> torch.Tensor:
+        """Hidden states [B, N, D] at the queries of the full training sequence, in generation order.
+
+        latents: [B, C, h, w] (already normalized as the AE emits them); orders: [B, N] raster indices."""
+        b, c, h, w = latents.shape
+        n = h * w
+        if len(captions) != b:
+            raise ValueError(f"got {len(captions)} captions for {b} latents")
+        prefix, mask = self.prompt_embeddings(captions)
+        queries, positions = self.query_tokens(h, w)
+        tokens = latents.flatten(2).transpose(1, 2)  # [B, N, C] raster
+        z = tokens.gather(1, orders[..., None].expand(b, n, c))
+        q = queries[orders]
+        e = self.latent_tokens(z, positions[orders])
+        image = torch.stack([q.to(prefix.dtype), e.to(prefix.dtype)], dim=2).flatten(1, 2)  # q0, e0, q1, e1, ...
+        embeds = torch.cat([prefix, image], dim=1)
+        layout = training_layout(mask, n)
+        hidden = self.run_llm(embeds, layout, 0, embeds.shape[1]).last_hidden_state
+        return hidden[:, prefix.shape[1] :: 2]
+
+    def forward(self, latents: torch.Tensor, captions: list[str | None],
+                generator: torch.Generator | None = None) -> ARLossOutput:
+        """Rectified-flow loss on latents [B, C, h, w] given captions; all randomness (caption dropout, order,
+        timesteps, noise) comes from `generator`."""
+        b, c, h, w = latents.shape
+        n = h * w
+        device = self.device
+        latents = latents.to(device)
+        drop = draw((b,), generator, device, kind="rand") < self.config.uncond_prob
+        captions = [None if d else cap for cap, d in zip(captions, drop.tolist(), strict=True)]
+        orders = generation_orders(b, n, "random", generator, device)
+        states = self.teacher_forced_query_states(latents, captions, orders)
+        z = latents.flatten(2).transpose(1, 2).gather(1, orders[..., None].expand(b, n, c)).float()
+        t = sample_timesteps((b, n), self.config.timestep_shift, generator, device)
+        noise = draw((b, n, c), generator, device)
+        x_t = t[..., None] * z + (1 - t[..., None]) * noise
+        target = z - noise
+        pred = self.velocity(x_t, t, states)
+        loss = (pred.float() - target).pow(2).mean()
+        return ARLossOutput(loss=loss, query_states=states)
+
+    @torch.no_grad()
+    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Latents of images in [-1, 1] through the frozen AE (for training without a latent cache)."""
+        if self.ae is None:
+            raise ValueError("this VGTForGeneration holds no AE; pass ae=... or train from a latent cache")
+        return self.ae.encode(images.to(self.device)).latent

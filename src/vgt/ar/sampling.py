@@ -1,0 +1,198 @@
+"""QueryAR decoding: KV-cached generation of latent groups, classifier-free guidance, and the head samplers.
+
+Step 0 feeds the prompt, `<img>` and the queries of the first group; step s feeds the latent tokens of group
+s-1 (sampled at step s-1 and re-normalized) and the queries of group s. Every token carries its training position
+and the attention rule of `vgt.ar.sequence` (a query never sees other queries of its own group), so
+`tokens_per_step=1` is exactly the training factorisation. CFG runs conditional and unconditional rows in one
+batch and mixes the head velocities. All randomness comes from one `torch.Generator`. See docs/sampling.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+from tqdm.auto import tqdm
+
+from vgt.ar.config import CFG_SCHEDULES, SAMPLERS
+from vgt.ar.model import VGTForGeneration, draw, generation_orders
+from vgt.ar.sequence import decoding_layout
+
+Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+# ---- head samplers: integrate the flow from noise (t = 0) to a latent token (t = 1) --------------------------------
+
+
+def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: torch.Generator | None,
+               t_end: float = 0.96) -> torch.Tensor:
+    """Euler-Maruyama on t = linspace(0, t_end, steps) with the score implied by the velocity, then one deterministic
+    Euler step to t = 1 (the authors' sampler; `steps` head evaluations)."""
+    x = noise
+    ts = torch.linspace(0.0, t_end, steps).tolist()
+    for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+        dt = t_next - t
+        v = velocity(x, torch.full(x.shape[:-1], t, device=x.device))
+        score = (t * v - x) / (1 - t)
+        drift = v + (1 - t) * score
+        x = x + drift * dt + (2 * (1 - t) * dt) ** 0.5 * draw(tuple(x.shape), generator, x.device)
+    t = ts[-1]
+    return x + velocity(x, torch.full(x.shape[:-1], t, device=x.device)) * (1 - t)
+
+
+def sample_euler(velocity: Velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """Deterministic ODE, Euler on a uniform grid of `steps` steps."""
+    x = noise
+    ts = torch.linspace(0.0, 1.0, steps + 1).tolist()
+    for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+        x = x + velocity(x, torch.full(x.shape[:-1], t, device=x.device)) * (t_next - t)
+    return x
+
+
+def sample_heun(velocity: Velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
+    """Deterministic ODE, Heun (trapezoidal predictor-corrector): `steps` steps, 2 head evaluations each."""
+    x = noise
+    ts = torch.linspace(0.0, 1.0, steps + 1).tolist()
+    for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+        dt = t_next - t
+        v = velocity(x, torch.full(x.shape[:-1], t, device=x.device))
+        x_pred = x + v * dt
+        v_next = velocity(x_pred, torch.full(x.shape[:-1], t_next, device=x.device))
+        x = x + 0.5 * (v + v_next) * dt
+    return x
+
+
+def guidance_at(scale: float, schedule: str, decoded: int, total: int) -> float:
+    """CFG scale for a group that starts after `decoded` of `total` tokens: constant, or linear from `scale` at the
+    first group down towards 1 at the last."""
+    if schedule == "constant":
+        return scale
+    if schedule == "linear":
+        return 1.0 + (scale - 1.0) * (1.0 - decoded / total)
+    raise ValueError(f"cfg schedule {schedule!r} is unknown; choose one of {CFG_SCHEDULES}")
+
+
+def group_sizes(num_tokens: int, tokens_per_step: int | Sequence[int]) -> list[int]:
+    """Group schedule: a fixed k (the last group takes the remainder) or an explicit list summing to N."""
+    if isinstance(tokens_per_step, int):
+        if tokens_per_step < 1:
+            raise ValueError(f"tokens_per_step must be >= 1, got {tokens_per_step}")
+        k = min(tokens_per_step, num_tokens)
+        return [k] * (num_tokens // k) + ([num_tokens % k] if num_tokens % k else [])
+    sizes = [int(s) for s in tokens_per_step]
+    if any(s < 1 for s in sizes) or sum(sizes) != num_tokens:
+        raise ValueError(f"a tokens_per_step schedule must be positive sizes summing to {num_tokens}, got {sizes}")
+    return sizes
+
+
+@dataclass
+class DecodeOutput:
+    latents: torch.Tensor  # [B, C, h, w], normalized like the AE's latents
+    orders: torch.Tensor  # [B, N] generation order (raster indices)
+    query_states: torch.Tensor | None = None  # [B, N, D] conditional rows' hidden states at the queries, in order
+
+
+@torch.no_grad()
+def generate_latents(
+    model: VGTForGeneration,
+    prompts: list[str | None],
+    grid: tuple[int, int],
+    negative_prompts: list[str | None] | None = None,
+    guidance_scale: float = 4.5,
+    cfg_schedule: str = "linear",
+    num_inference_steps: int = 30,
+    sampler: str = "sde",
+    sde_t_end: float = 0.96,
+    tokens_per_step: int | Sequence[int] = 1,
+    order: str = "random",
+    generator: torch.Generator | None = None,
+    use_cache: bool = True,
+    return_query_states: bool = False,
+    progress: bool = False,
+) -> DecodeOutput:
+    """Decode one latent grid per prompt. `use_cache=False` recomputes the whole sequence at every step (the
+    reference the KV cache is tested and benchmarked against)."""
+    if not prompts:
+        raise ValueError("got an empty prompt list")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"sampler {sampler!r} is unknown; choose one of {SAMPLERS}")
+    if num_inference_steps < 1 or (sampler == "sde" and num_inference_steps < 2):
+        raise ValueError(f"num_inference_steps must be >= 1 (>= 2 for the SDE), got {num_inference_steps}")
+    height, width = grid
+    num_tokens = height * width
+    sizes = group_sizes(num_tokens, tokens_per_step)
+    batch = len(prompts)
+    use_cfg = guidance_scale != 1.0
+    if negative_prompts is not None and len(negative_prompts) != batch:
+        raise ValueError(f"got {len(negative_prompts)} negative prompts for {batch} prompts")
+    rows = list(prompts) + (list(negative_prompts or [None] * batch) if use_cfg else [])
+    device = model.device
+    channels = model.config.latent_channels
+
+    orders = generation_orders(batch, num_tokens, order, generator, device)
+    row_orders = orders.repeat(2, 1) if use_cfg else orders
+    prefix, mask = model.prompt_embeddings(rows)
+    queries, positions = model.query_tokens(height, width)
+    layout, step_ends = decoding_layout(mask, sizes)
+    bounds = [0]
+    for size in sizes:
+        bounds.append(bounds[-1] + size)
+
+    tokens = torch.zeros(batch, num_tokens, channels, device=device)  # raster order
+    states_in_order = []
+    fed: list[torch.Tensor] = []  # embeddings fed so far (only kept when recomputing)
+    cache = None
+    previous_z = None
+    start = 0
+    steps = tqdm(range(len(sizes)), desc="decoding", unit="step", disable=not progress, leave=False)
+    for step in steps:
+        group = row_orders[:, bounds[step] : bounds[step + 1]]
+        new = [queries[group].to(prefix.dtype)]
+        if step == 0:
+            new.insert(0, prefix)
+        else:
+            previous = row_orders[:, bounds[step - 1] : bounds[step]]
+            new.insert(0, model.latent_tokens(previous_z, positions[previous]).to(prefix.dtype))
+        embeds = torch.cat(new, dim=1)
+        end = step_ends[step]
+        if use_cache:
+            out = model.run_llm(embeds, layout, start, end, cache=cache, use_cache=True)
+            cache = out.past_key_values
+        else:
+            fed.append(embeds)
+            out = model.run_llm(torch.cat(fed, dim=1), layout, 0, end)
+        start = end
+        k = sizes[step]
+        states = out.last_hidden_state[:, -k:]
+        scale = guidance_at(guidance_scale, cfg_schedule, bounds[step], num_tokens) if use_cfg else 1.0
+        velocity = _guided_velocity(model, states, batch, scale, use_cfg)
+        noise = draw((batch, k, channels), generator, device)
+        if sampler == "sde":
+            z = sample_sde(velocity, noise, num_inference_steps, generator, sde_t_end)
+        elif sampler == "euler":
+            z = sample_euler(velocity, noise, num_inference_steps)
+        else:
+            z = sample_heun(velocity, noise, num_inference_steps)
+        z = model.normalize_tokens(z)
+        tokens.scatter_(1, orders[:, bounds[step] : bounds[step + 1], None].expand(-1, -1, channels), z)
+        previous_z = z.repeat(2, 1, 1) if use_cfg else z
+        if return_query_states:
+            states_in_order.append(states[:batch])
+    latents = tokens.transpose(1, 2).reshape(batch, channels, height, width)
+    return DecodeOutput(latents=latents, orders=orders,
+                        query_states=torch.cat(states_in_order, dim=1) if return_query_states else None)
+
+
+def _guided_velocity(model: VGTForGeneration, states: torch.Tensor, batch: int, scale: float,
+                     use_cfg: bool) -> Velocity:
+    """v = v_u + s (v_c - v_u), with conditional and unconditional rows evaluated in one head batch."""
+
+    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if not use_cfg:
+            return model.velocity(x, t, states).float()
+        v = model.velocity(torch.cat([x, x]), torch.cat([t, t]), states).float()
+        v_cond, v_uncond = v[:batch], v[batch:]
+        return v_uncond + scale * (v_cond - v_uncond)
+
+    return velocity
