@@ -111,6 +111,21 @@ def test_vision_and_text_share_parameters_with_the_hf_model(backbone):
     assert backbone.text.language_model is backbone.model.model.language_model
 
 
+def test_each_weight_appears_once_under_model(backbone):
+    keys = list(backbone.state_dict())
+    assert keys and all(k.startswith("model.") for k in keys)
+    assert sum(p.numel() for p in backbone.parameters()) == sum(p.numel() for p in backbone.model.parameters())
+
+
+def test_dtype_conversion_reaches_the_views():
+    backbone = tiny_internvl_backbone(image_size=32).to(torch.bfloat16)
+    with torch.no_grad():
+        assert backbone.vision(random_images(1, 32, 32)).dtype == torch.bfloat16
+        prompts = backbone.generation_prompts([CAPTION])
+        assert backbone.text(backbone.text.embed_tokens(prompts["input_ids"])).last_hidden_state.dtype == (
+            torch.bfloat16)
+
+
 def cached_and_uncached(backbone):
     """Hidden states of prompt + continuation in one pass, and with the prompt cached first."""
     prompts = backbone.generation_prompts([CAPTION, None])

@@ -112,8 +112,8 @@ class NormalizingVisionEncoder(VisionEncoder):
         if images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected images [B, 3, H, W] in [-1, 1], got shape {tuple(images.shape)}")
         self.grid_size(images.shape[2], images.shape[3])
-        dtype = self.image_mean.dtype
-        return ((images.to(dtype) + 1) / 2 - self.image_mean) / self.image_std
+        mean, std = self.image_mean.to(images.device), self.image_std.to(images.device)
+        return ((images.to(mean.dtype) + 1) / 2 - mean) / std
 
 
 class HFTextDecoder(TextDecoder):
@@ -154,7 +154,10 @@ class HFTextDecoder(TextDecoder):
 
 class HFBackbone(Backbone):
     """A HF `...ForConditionalGeneration` model and its tokenizer. Subclasses set the class attributes and
-    build `self.vision` / `self.text` as views of `self.model`."""
+    build `self.vision` / `self.text` as views of `self.model` with `set_views`.
+
+    The views are plain attributes, not registered submodules, so every weight appears once in `state_dict()`
+    and `parameters()` (under `model.`); moving or freezing the backbone moves or freezes what they hold."""
 
     model_class: type
     model_type: str
@@ -175,6 +178,10 @@ class HFBackbone(Backbone):
         if tokenizer.convert_tokens_to_ids(self.image_start_token) in (None, tokenizer.unk_token_id):
             raise ValueError(f"the tokenizer has no {self.image_start_token!r} token, which {self.name} prompts use")
         self.image_start_token_id: int = tokenizer.convert_tokens_to_ids(self.image_start_token)
+
+    def set_views(self, vision: VisionEncoder, text: TextDecoder) -> None:
+        object.__setattr__(self, "vision", vision)
+        object.__setattr__(self, "text", text)
 
     @property
     def lm_head(self) -> nn.Module:

@@ -71,5 +71,6 @@ class InternVLBackbone(HFBackbone):
 
     def __init__(self, model: InternVLForConditionalGeneration, tokenizer, image_mean=None, image_std=None):
         super().__init__(model, tokenizer, image_mean, image_std)
-        self.vision = InternVLVisionEncoder(model, self.image_mean, self.image_std)
-        self.text = HFTextDecoder(model.model.language_model)
+        self.set_views(
+            InternVLVisionEncoder(model, self.image_mean, self.image_std),
+            HFTextDecoder(model.model.language_model))

@@ -78,8 +78,9 @@ class Qwen2_5_VLBackbone(HFBackbone):
     def __init__(self, model: Qwen2_5_VLForConditionalGeneration, tokenizer, image_mean=None, image_std=None,
                  image_size: int | None = None):
         super().__init__(model, tokenizer, image_mean, image_std)
-        self.vision = Qwen2_5_VLVisionEncoder(model, self.image_mean, self.image_std, image_size)
-        self.text = Qwen2_5_VLTextDecoder(model.model.language_model)
+        self.set_views(
+            Qwen2_5_VLVisionEncoder(model, self.image_mean, self.image_std, image_size),
+            Qwen2_5_VLTextDecoder(model.model.language_model))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, dtype: torch.dtype = torch.float32, **kwargs):
