@@ -1,0 +1,1 @@
+"""Evaluation: ShapesEval (a GenEval-style benchmark judged exactly on ShapesWorld images) and model metrics."""

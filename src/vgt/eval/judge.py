@@ -1,0 +1,251 @@
+"""The ShapesEval judge: find the objects in an image from its pixels alone, then apply GenEval's rules.
+
+Detection: the background is the median colour of the image border (an image without a plain border, e.g. noise,
+holds no objects). Pixels farther from it than a share of the weakest palette/background contrast are candidates;
+connected candidate components are the objects. A component's colour is the median of its strongest half of pixels
+(so anti-aliased, blurred or JPEG-ringing edges do not vote), named by the nearest palette colour within
+`COLOR_TOLERANCE`; a component whose pixels are not mixtures of background and one colour is no flat object.
+Its shape comes from its *coverage* map (how far each pixel lies from background towards the object's colour,
+0..1): every shape hypothesis is fitted by mass and centroid (area = total coverage), rendered anti-aliased (and
+slightly blurred, so soft edges are not mistaken for round corners) and compared by soft IoU; the best one names
+the shape if it reaches `SHAPE_MIN_IOU`. Coverage conserves mass under blur, noise and JPEG, so this fit degrades
+gracefully where a thresholded mask would not (at 64 px an object may be 10 px wide). Components below
+`MIN_AREA_FRACTION` of the image are specks and ignored; larger ones that match no shape or colour stay as
+unknown objects: "something else" in the image.
+
+Rules (GenEval's `evaluate`, with its relative-position rule in the same terms): each `include` entry needs
+`count` objects of its class, of its `color` if given, each in `position` relation to the objects matched by an
+earlier entry; an `exclude` entry fails the image if `count` or more of its class are present. The default
+`strict` rules add what ShapesWorld prompts promise: exact counts for every included class and nothing else in
+the image (the number of objects found equals the number asked for).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from vgt.data.shapes import COLORS, SHAPES
+
+BORDER_UNIFORM_FRACTION = 0.6  # share of border pixels that must match the background colour
+BORDER_TOLERANCE = 40.0  # RGB distance of a border pixel from the background colour to count as background
+MAX_FOREGROUND_FRACTION = 0.6  # more foreground than this is no scene on a plain background
+CANDIDATE_CONTRAST = 0.3  # candidate pixels: this share of the weakest palette/background contrast
+MIN_AREA_FRACTION = 0.002  # smaller components are specks (noise, JPEG artefacts)
+COLOR_TOLERANCE = 60.0  # RGB distance from a palette colour to be named after it
+COLOR_CONSISTENCY = 0.7  # share of pixels within COLOR_TOLERANCE of the background-to-colour line
+SHAPE_MIN_IOU = 0.6  # soft IoU with the best fitted shape to count as that shape
+COVERAGE_FLOOR = 0.15  # coverage below this is background noise, not object mass
+FIT_BLURS = (0.0, 0.6, 1.2)  # Gaussian blurs (px) each hypothesis is also tried with: soft edges are not a shape
+FIT_MARGIN = 2  # pixels around a component that still hold its (blurred) coverage
+POSITION_THRESHOLD = 0.1  # GenEval's relative-position slack, in units of the objects' box dimensions
+RULES = ("strict", "geneval")
+
+
+@dataclass(frozen=True)
+class Detection:
+    """A found object: `shape`/`color` are None when unrecognised; `bbox` is (x0, y0, x1, y1) in pixels."""
+
+    shape: str | None
+    color: str | None
+    bbox: tuple[float, float, float, float]
+    centroid: tuple[float, float]
+    area: float
+    shape_iou: float
+
+    def to_dict(self) -> dict:
+        return {"shape": self.shape, "color": self.color, "bbox": [round(v, 2) for v in self.bbox],
+                "centroid": [round(c, 2) for c in self.centroid], "area": round(self.area, 1),
+                "shape_iou": round(self.shape_iou, 3)}
+
+
+@dataclass
+class Verdict:
+    correct: bool
+    reasons: list[str] = field(default_factory=list)
+    detections: list[Detection] = field(default_factory=list)
+
+
+_PALETTE_NAMES = list(COLORS)
+_PALETTE = np.array([COLORS[c] for c in _PALETTE_NAMES], dtype=np.float32)
+_SUBSAMPLES = 4  # per pixel axis when rendering a hypothesis
+
+
+def _fit_box(shape: str, area: float, cx: float, cy: float) -> tuple[float, float, float]:
+    """(box centre x, box centre y, side) of `shape` with the given area and centre of mass."""
+    if shape == "circle":
+        return cx, cy, float(np.sqrt(4 * area / np.pi))
+    if shape == "square":
+        return cx, cy, float(np.sqrt(area))
+    side = float(np.sqrt(2 * area))  # upright triangle: mass centre lies side/6 below the box centre
+    return cx, cy - side / 6, side
+
+
+def _coverage(shape: str, box: tuple[float, float, float], ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """Anti-aliased coverage of a shape on the pixel grid spanned by `ys` x `xs` (pixel indices)."""
+    bx, by, side = box
+    offsets = (np.arange(_SUBSAMPLES) + 0.5) / _SUBSAMPLES
+    y = (ys[:, None] + offsets[None, :]).reshape(-1)[:, None] - by
+    x = (xs[:, None] + offsets[None, :]).reshape(-1)[None, :] - bx
+    half = side / 2
+    if shape == "circle":
+        inside = x * x + y * y <= half * half
+    elif shape == "square":
+        inside = (np.abs(x) <= half) & (np.abs(y) <= half)
+    else:
+        inside = (np.abs(x) <= (y + half) / 2) & (y <= half)
+    return inside.reshape(len(ys), _SUBSAMPLES, len(xs), _SUBSAMPLES).mean(axis=(1, 3))
+
+
+def classify_shape(coverage: np.ndarray, top: int = 0, left: int = 0) -> tuple[str | None, float, tuple]:
+    """Best-fitting shape for a coverage map whose [0, 0] is pixel (top, left): (shape, soft IoU, fitted box)."""
+    area = float(coverage.sum())
+    if area < 4:
+        return None, 0.0, (0.0, 0.0, 0.0)
+    ys, xs = np.arange(coverage.shape[0]) + top, np.arange(coverage.shape[1]) + left
+    cy = float((coverage.sum(axis=1) * (ys + 0.5)).sum() / area)
+    cx = float((coverage.sum(axis=0) * (xs + 0.5)).sum() / area)
+    best, best_iou, best_box = None, -1.0, (cx, cy, 0.0)
+    for shape in SHAPES:
+        box = _fit_box(shape, area, cx, cy)
+        sharp = _coverage(shape, box, ys, xs)
+        for sigma in FIT_BLURS:
+            ideal = ndimage.gaussian_filter(sharp, sigma, mode="constant") if sigma else sharp
+            iou = float(np.minimum(ideal, coverage).sum() / max(np.maximum(ideal, coverage).sum(), 1e-6))
+            if iou > best_iou:
+                best, best_iou, best_box = shape, iou, box
+    return (best if best_iou >= SHAPE_MIN_IOU else None), best_iou, best_box
+
+
+def detect_objects(image: Image.Image | np.ndarray) -> list[Detection]:
+    """All objects in an image, largest first."""
+    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected an RGB image [H, W, 3], got shape {pixels.shape}")
+    height, width = pixels.shape[:2]
+    border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
+    background = np.median(border, axis=0)
+    if np.mean(np.linalg.norm(border - background, axis=1) < BORDER_TOLERANCE) < BORDER_UNIFORM_FRACTION:
+        return []
+    contrast = np.linalg.norm(_PALETTE - background, axis=1).min()
+    offset = pixels - background
+    candidates = np.linalg.norm(offset, axis=2) > max(20.0, CANDIDATE_CONTRAST * contrast)
+    if candidates.mean() > MAX_FOREGROUND_FRACTION:
+        return []
+    labels, _ = ndimage.label(candidates)
+    areas = np.bincount(labels.ravel())
+    min_area = max(4.0, MIN_AREA_FRACTION * height * width)
+    detections = []
+    for i, box in enumerate(ndimage.find_objects(labels), start=1):
+        if areas[i] < min_area:
+            continue
+        component = labels[box] == i
+        # Colour: median of the strongest half of the pixels (edges blended with background do not vote).
+        inside = offset[box][component]
+        strength = np.linalg.norm(inside, axis=1)
+        direction = np.median(inside[strength >= np.median(strength)], axis=0)
+        # A flat object's pixels are mixtures of background and its colour: they lie on that line in RGB.
+        along = inside @ direction / max(float(direction @ direction), 1.0)
+        off_line = np.linalg.norm(inside - along[:, None] * direction, axis=1)
+        consistent = np.mean(off_line < COLOR_TOLERANCE) >= COLOR_CONSISTENCY
+        distances = np.linalg.norm(_PALETTE - (background + direction), axis=1)
+        nearest = int(distances.argmin())
+        color = _PALETTE_NAMES[nearest] if consistent and distances[nearest] <= COLOR_TOLERANCE else None
+        # Coverage: the share of the way from background to the object's own colour, around the component.
+        top, left = max(box[0].start - FIT_MARGIN, 0), max(box[1].start - FIT_MARGIN, 0)
+        region = (slice(top, min(box[0].stop + FIT_MARGIN, height)), slice(left, min(box[1].stop + FIT_MARGIN, width)))
+        coverage = np.clip(offset[region] @ direction / max(float(direction @ direction), 1.0), 0.0, 1.0)
+        coverage[(coverage < COVERAGE_FLOOR) | ((labels[region] != i) & (labels[region] != 0))] = 0.0
+        shape, iou, (bx, by, side) = classify_shape(coverage, top, left)
+        if not consistent:
+            shape = None
+        if shape is None:  # no fitted box: fall back to the component's own box
+            bx, by = (box[1].start + box[1].stop) / 2, (box[0].start + box[0].stop) / 2
+            side = float(max(box[0].stop - box[0].start, box[1].stop - box[1].start))
+        detections.append(Detection(shape, color, (bx - side / 2, by - side / 2, bx + side / 2, by + side / 2),
+                                    (bx, by), float(coverage.sum()), iou))
+    return sorted(detections, key=lambda d: -d.area)
+
+
+def relative_position(a: tuple[float, float, float, float], b: tuple[float, float, float, float]) -> set[str]:
+    """GenEval's relations of box `a` to box `b`: centre offset minus slack, then a 0.5 cut on its direction."""
+    boxes = np.array([a, b], dtype=np.float64).reshape(2, 2, 2)
+    center_a, center_b = boxes.mean(axis=1)
+    dim_a, dim_b = boxes[:, 1] - boxes[:, 0]
+    offset = center_a - center_b
+    revised = np.maximum(np.abs(offset) - POSITION_THRESHOLD * (dim_a + dim_b), 0) * np.sign(offset)
+    if np.all(np.abs(revised) < 1e-3):
+        return set()
+    dx, dy = revised / np.linalg.norm(offset)
+    relations = set()
+    if dx < -0.5:
+        relations.add("left of")
+    if dx > 0.5:
+        relations.add("right of")
+    if dy < -0.5:
+        relations.add("above")
+    if dy > 0.5:
+        relations.add("below")
+    return relations
+
+
+def apply_rules(detections: list[Detection], metadata: dict, rules: str = "strict") -> tuple[bool, list[str]]:
+    """GenEval's verdict for detections against a prompt's `include`/`exclude`; returns (correct, reasons)."""
+    if rules not in RULES:
+        raise ValueError(f"unknown rules {rules!r}; choose from {', '.join(RULES)}")
+    strict = rules == "strict"
+    by_class: dict[str, list[Detection]] = defaultdict(list)
+    for det in detections:
+        if det.shape is not None:
+            by_class[det.shape].append(det)
+    reasons: list[str] = []
+    matched_groups: list[list[Detection] | None] = []
+    for req in metadata.get("include", []):
+        name, count = req["class"], int(req["count"])
+        if name not in SHAPES:
+            raise ValueError(f"class {name!r} is not a ShapesEval shape ({', '.join(SHAPES)}); wrong prompt file?")
+        found = by_class[name][:count]
+        matched = True
+        if len(found) < count or (strict and len(by_class[name]) != count):
+            matched = False
+            reasons.append(f"expected {'exactly ' if strict else ''}{count} {name}, found {len(by_class[name])}")
+        else:
+            if "color" in req and [d.color for d in found].count(req["color"]) < count:
+                matched = False
+                reasons.append(f"expected {req['color']} {name}, found {', '.join(str(d.color) for d in found)}")
+            if "position" in req and matched:
+                relation, target = req["position"]
+                targets = matched_groups[target] if target < len(matched_groups) else None
+                if targets is None:
+                    matched = False
+                    reasons.append(f"no target for {name} to be {relation}")
+                else:
+                    for obj in found:
+                        for other in targets:
+                            actual = relative_position(obj.bbox, other.bbox)
+                            if relation not in actual:
+                                matched = False
+                                reasons.append(f"expected {name} {relation} target, found {sorted(actual) or 'none'}")
+                                break
+                        if not matched:
+                            break
+        matched_groups.append(found if matched else None)
+    for req in metadata.get("exclude", []):
+        if len(by_class[req["class"]]) >= int(req["count"]):
+            reasons.append(f"expected fewer than {req['count']} {req['class']}, found {len(by_class[req['class']])}")
+    if strict:
+        asked = sum(int(req["count"]) for req in metadata.get("include", []))
+        if len(detections) != asked:
+            reasons.append(f"expected {asked} objects and nothing else, found {len(detections)}")
+    return not reasons, reasons
+
+
+def judge_image(image: Image.Image | np.ndarray, metadata: dict, rules: str = "strict") -> Verdict:
+    detections = detect_objects(image)
+    correct, reasons = apply_rules(detections, metadata, rules)
+    return Verdict(correct, reasons, detections)
+

@@ -1,0 +1,165 @@
+"""ShapesEval: GenEval's six questions asked of ShapesWorld images and answered exactly by `vgt.eval.judge`.
+
+The prompt set is fixed and versioned: every combination of each category's slots, in a fixed order, repeated
+until the category holds at least `MIN_PROMPTS_PER_CATEGORY` prompts (GenEval likewise asks one prompt several
+times through its samples). Changing it means a new `PROMPT_SET_VERSION`; a test pins its digest.
+
+Scores follow GenEval: an image is correct or not, a category's score is the mean over its images, and `overall`
+is the mean of the six category scores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from collections.abc import Sequence
+from itertools import permutations
+from pathlib import Path
+
+import numpy as np
+
+from vgt.data.shapes import (
+    COLORS,
+    GENEVAL_TAGS,
+    MAX_COUNT,
+    RELATIONS,
+    SHAPES,
+    PromptSpec,
+    make_prompt,
+    render_scene,
+    scene_for_prompt,
+)
+from vgt.eval.judge import judge_image
+from vgt.eval.layout import read_layout, write_prompt_samples
+
+PROMPT_SET_VERSION = "shapes-eval-v1"
+MIN_PROMPTS_PER_CATEGORY = 80
+
+
+def _category_prompts(tag: str) -> list[PromptSpec]:
+    """Every distinct prompt of a category, in a fixed order."""
+    pairs = list(permutations(SHAPES, 2))
+    if tag == "single_object":
+        return [make_prompt(tag, [s]) for s in SHAPES]
+    if tag == "two_object":
+        return [make_prompt(tag, pair) for pair in pairs]
+    if tag == "counting":
+        return [make_prompt(tag, [s], count=n) for s in SHAPES for n in range(1, MAX_COUNT + 1)]
+    if tag == "colors":
+        return [make_prompt(tag, [s], [c]) for s in SHAPES for c in COLORS]
+    if tag == "position":
+        return [make_prompt(tag, pair, relation=r) for pair in pairs for r in RELATIONS]
+    if tag == "color_attr":
+        return [make_prompt(tag, pair, colors) for pair in pairs for colors in permutations(COLORS, 2)]
+    raise ValueError(f"unknown category {tag!r}; choose from {', '.join(GENEVAL_TAGS)}")
+
+
+def shapes_eval_prompts() -> list[dict]:
+    """The ShapesEval prompt set as GenEval metadata lines (tag, include, exclude?, prompt) plus `version`."""
+    lines = []
+    for tag in GENEVAL_TAGS:
+        distinct = _category_prompts(tag)
+        repeats = -(-MIN_PROMPTS_PER_CATEGORY // len(distinct))
+        for spec in distinct * repeats:
+            lines.append({**spec.to_metadata(), "version": PROMPT_SET_VERSION})
+    return lines
+
+
+def write_jsonl(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
+    """Write JSON lines atomically (temporary file in the same directory, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | os.PathLike, data: dict) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def read_prompts(path: str | os.PathLike) -> list[dict]:
+    rows = []
+    with open(path) as f:
+        for number, line in enumerate(f, start=1):
+            if line.strip():
+                row = json.loads(line)
+                if "prompt" not in row or "tag" not in row or "include" not in row:
+                    raise ValueError(f"{path}:{number}: a prompt line needs 'tag', 'prompt' and 'include'")
+                rows.append(row)
+    if not rows:
+        raise ValueError(f"{path} holds no prompts")
+    return rows
+
+
+def render_ground_truth(out_dir: str | os.PathLike, prompts: Sequence[dict] | None = None,
+                        samples_per_prompt: int = 4, resolution: int = 128, seed: int = 0,
+                        overwrite: bool = False) -> Path:
+    """Render scenes that satisfy each prompt into the GenEval layout: a perfect generator, scoring ~1.0."""
+    from tqdm import tqdm
+
+    prompts = shapes_eval_prompts() if prompts is None else prompts
+    for index, metadata in enumerate(tqdm(prompts, desc="render ground truth", unit="prompt")):
+        spec = PromptSpec.from_metadata(metadata)
+        images = [render_scene(scene_for_prompt(spec, np.random.default_rng([seed, index, k])), resolution)
+                  for k in range(samples_per_prompt)]
+        write_prompt_samples(out_dir, index, metadata, images, overwrite=overwrite)
+    return Path(out_dir)
+
+
+def summarize(results: Sequence[dict]) -> dict:
+    """GenEval scores from per-image results: category means and their mean."""
+    by_tag: dict[str, list[bool]] = defaultdict(list)
+    for result in results:
+        by_tag[result["tag"]].append(bool(result["correct"]))
+    categories = {tag: float(np.mean(by_tag[tag])) for tag in GENEVAL_TAGS if by_tag[tag]}
+    extra = {tag: float(np.mean(v)) for tag, v in by_tag.items() if tag not in GENEVAL_TAGS}
+    categories.update(extra)
+    missing = [tag for tag in GENEVAL_TAGS if tag not in categories]
+    overall = float(np.mean([categories[tag] for tag in GENEVAL_TAGS if tag in categories])) if categories else 0.0
+    scores = {"overall": overall, "categories": categories, "n_images": len(results)}
+    if missing:
+        scores["missing_categories"] = missing
+    return scores
+
+
+def evaluate_layout(out_dir: str | os.PathLike, rules: str = "strict") -> tuple[dict, list[dict]]:
+    """Judge every image of a GenEval-layout directory; returns (scores, per-image results)."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    prompts = read_layout(out_dir)
+    results = []
+    total = sum(len(p.sample_paths) for p in prompts)
+    with tqdm(total=total, desc="judge", unit="img") as progress:
+        for entry in prompts:
+            for path in entry.sample_paths:
+                with Image.open(path) as image:
+                    verdict = judge_image(image, entry.metadata, rules)
+                results.append({"filename": str(path), "index": entry.index, "tag": entry.metadata["tag"],
+                                "prompt": entry.metadata.get("prompt", ""), "correct": verdict.correct,
+                                "reason": "; ".join(verdict.reasons),
+                                "objects": [d.to_dict() for d in verdict.detections]})
+                progress.update()
+    return summarize(results), results
+
+
+def format_scores(scores: dict) -> str:
+    rows = [(tag, f"{score:.4f}") for tag, score in scores["categories"].items()]
+    rows.append(("overall", f"{scores['overall']:.4f}"))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'category':<{width}}  score", f"{'-' * width}  ------"]
+    lines += [f"{name:<{width}}  {value}" for name, value in rows]
+    lines.append(f"({scores['n_images']} images)")
+    if scores.get("missing_categories"):
+        lines.append(f"warning: no images for {', '.join(scores['missing_categories'])}; overall averages the rest")
+    return "\n".join(lines)
