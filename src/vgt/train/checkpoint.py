@@ -1,0 +1,177 @@
+"""Checkpoints: safetensors weights plus a small state file, written atomically, last N kept.
+
+Layout of `RUN_DIR/checkpoints/step_00001000/`:
+- `model.safetensors` — the online (trained) weights, i.e. what the optimizer updated.
+- `ema.safetensors` — the exponential moving average of those weights (only when EMA is enabled).
+- `trainer.pt` — optimizer state, step, EMA settings (plain tensors and numbers; loads with weights_only=True).
+- `rank_00000.pt`, ... — per process: RNG states and data-stream position.
+- `meta.json` — step, which weights file is which, world size. Written last: its presence marks a complete
+  checkpoint.
+
+All files go into a hidden `.step_00001000.partial` directory that is renamed into place only once complete, so a
+crash mid-write leaves the previous checkpoints untouched and never a half-written one under a real name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+CHECKPOINT_DIR = "checkpoints"
+MODEL_FILE = "model.safetensors"
+EMA_FILE = "ema.safetensors"
+TRAINER_FILE = "trainer.pt"
+META_FILE = "meta.json"
+_STEP_DIR = re.compile(r"^step_(\d{8})$")
+
+
+def step_dir_name(step: int) -> str:
+    return f"step_{step:08d}"
+
+
+def rank_file(rank: int) -> str:
+    return f"rank_{rank:05d}.pt"
+
+
+def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
+    """Complete checkpoints of a run, oldest first."""
+    root = Path(run_dir) / CHECKPOINT_DIR
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / META_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_STEP_DIR.match(p.name).group(1)))
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    found = list_checkpoints(run_dir)
+    return found[-1] if found else None
+
+
+def partial_dir(run_dir: str | os.PathLike, step: int) -> Path:
+    return Path(run_dir) / CHECKPOINT_DIR / f".{step_dir_name(step)}.partial"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None) -> None:
+    """safetensors file of a state dict; tensors sharing storage (tied weights) are stored as separate copies."""
+    seen: set[int] = set()
+    tensors = {}
+    for name, tensor in state.items():
+        tensor = tensor.detach().cpu()
+        ptr = tensor.untyped_storage().data_ptr()
+        tensors[name] = tensor.clone() if ptr in seen else tensor.contiguous()
+        seen.add(ptr)
+    save_file(tensors, str(path), metadata=metadata)
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
+    """`model.load_state_dict` that first reports, readably, every missing, unexpected or mis-shaped tensor."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in state and state[k].shape != v.shape]
+    if missing or unexpected or shapes:
+        raise ValueError(
+            f"{origin} does not match {type(model).__name__}: {len(missing)} missing key(s) {missing[:8]}, "
+            f"{len(unexpected)} unexpected key(s) {unexpected[:8]}, {len(shapes)} shape mismatch(es) "
+            f"{shapes[:4]} (file vs model). Was it saved from a different model config?"
+        )
+    model.load_state_dict(state, strict=True)
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
+    """Load a safetensors state dict strictly (see `load_state_strict`)."""
+    load_state_strict(model, load_file(str(path)), str(path))
+
+
+def load_checkpoint_weights(model: nn.Module, checkpoint: str | os.PathLike, use_ema: bool = True) -> str:
+    """Load a checkpoint's weights for evaluation/export: the EMA weights when present and `use_ema`, else the
+    online weights. Returns which was loaded ("ema" or "model")."""
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / META_FILE).is_file():
+        raise FileNotFoundError(f"{checkpoint} is not a complete vgt checkpoint (no {META_FILE})")
+    state = load_file(str(checkpoint / MODEL_FILE))
+    if use_ema and (checkpoint / EMA_FILE).is_file():
+        # EMA files hold only floating tensors; integer buffers come from the online weights.
+        state.update(load_file(str(checkpoint / EMA_FILE)))
+        load_state_strict(model, state, f"{checkpoint / EMA_FILE}")
+        return "ema"
+    load_state_strict(model, state, f"{checkpoint / MODEL_FILE}")
+    return "model"
+
+
+def capture_rng() -> dict:
+    """Global RNG states of this process (python, numpy, torch CPU and CUDA), as plain tensors and numbers."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": (np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng(state: dict) -> None:
+    random.setstate(state["python"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy(), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def torch_save_synced(obj: object, path: Path) -> None:
+    with open(path, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def load_state_file(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint file {path} is missing; the checkpoint is incomplete or corrupt")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def publish(partial: Path, meta: dict, keep_last: int) -> Path:
+    """Finish a checkpoint written into `partial`: meta.json last, atomic rename, prune old ones."""
+    write_json_atomic(partial / META_FILE, meta)
+    _fsync_dir(partial)
+    final = partial.parent / step_dir_name(meta["step"])
+    if final.exists():  # re-saving a step (e.g. after a resume): replace the old copy
+        shutil.rmtree(final)
+    os.replace(partial, final)
+    _fsync_dir(final.parent)
+    for old in list_checkpoints(final.parent.parent)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final

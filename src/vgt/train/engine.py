@@ -1,0 +1,340 @@
+"""The training loop every stage runs: `train(model, loss_fn, source, cfg)`.
+
+A stage supplies a model (fp32 `nn.Module`), a loss function and a data `Source`; the engine does the rest on
+top of `accelerate`: device placement and DDP/FSDP (whatever `accelerate launch` / torchrun configured), autocast,
+gradient accumulation and clipping, AdamW + warmup/cosine, EMA, checkpoints with exact resume, metrics, hooks,
+and stopping on a non-finite loss. See docs/training.md.
+"""
+
+from __future__ import annotations
+
+import math
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from accelerate import Accelerator, DistributedType
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from torch import nn
+from tqdm.auto import tqdm
+
+from vgt.data.sources import Source
+from vgt.train import checkpoint as ckpt
+from vgt.train.config import TrainConfig
+from vgt.train.ema import EMA
+from vgt.train.loader import StreamPosition, make_loader
+from vgt.train.logging import MetricsLogger, write_run_info
+from vgt.train.optim import build_optimizer, set_lr
+
+
+@dataclass
+class StepContext:
+    """What a loss function may need besides the batch."""
+
+    step: int  # optimizer step being computed, 0-based
+    micro_step: int  # gradient-accumulation micro-step within it
+    generator: torch.Generator  # seeded per (seed, step, micro_step, rank): use it for every random draw
+    device: torch.device
+    accelerator: Accelerator
+
+
+LossFn = Callable[[nn.Module, dict, StepContext], "tuple[torch.Tensor, dict[str, float | torch.Tensor]]"]
+
+
+@dataclass
+class HookContext:
+    """Handed to hooks: the unwrapped model with its online weights, and the EMA if there is one."""
+
+    step: int  # optimizer steps completed
+    model: nn.Module
+    ema: EMA | None
+    run_dir: Path
+    accelerator: Accelerator
+
+    @contextmanager
+    def eval_model(self) -> Iterator[nn.Module]:
+        """The model in eval mode with EMA weights swapped in when EMA is enabled (online weights otherwise)."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with self.ema.applied_to(self.model) if self.ema is not None else nullcontext(self.model):
+                yield self.model
+        finally:
+            self.model.train(was_training)
+
+
+@dataclass
+class Hook:
+    """A periodic callback (sampling images, evaluation). Returns metrics to log, or None.
+
+    `every` None means the config's `eval_every`. With `main_process_only` the other processes wait for it."""
+
+    fn: Callable[[HookContext], dict | None]
+    name: str = "hook"
+    every: int | None = None
+    main_process_only: bool = True
+    at_end: bool = True
+
+
+@dataclass
+class TrainResult:
+    step: int
+    checkpoint: Path | None
+    metrics: dict = field(default_factory=dict)  # the last logged metrics line
+    skipped: int = 0  # unreadable samples skipped, all processes together
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+def _mixed_precision(precision: str) -> str:
+    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
+
+
+def _make_accelerator(precision: str, find_unused_parameters: bool) -> Accelerator:
+    """An Accelerator for this run. accelerate keeps process-wide state that refuses a second precision; a
+    single-process program (a notebook, a script training two stages) may change it between runs."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    shared = AcceleratorState._shared_state
+    if shared and shared.get("_mixed_precision") != _mixed_precision(precision) and PartialState().num_processes == 1:
+        AcceleratorState._reset_state()
+    return Accelerator(
+        mixed_precision=_mixed_precision(precision),
+        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+    )
+
+
+def _seed_for(*values: int) -> int:
+    return int(np.random.SeedSequence(list(values)).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+class Trainer:
+    """One run. `train()` below is the usual entry point; the class exists so tests and stages can inspect it."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, source: Source, cfg: TrainConfig,
+                 hooks: list[Hook] | tuple = (), extra_config: dict | None = None,
+                 find_unused_parameters: bool = False, accelerator: Accelerator | None = None):
+        self.cfg = cfg
+        self.loss_fn = loss_fn
+        self.hooks = list(hooks)
+        self.run_dir = Path(cfg.run_dir)
+        self.accelerator = accelerator or _make_accelerator(cfg.precision, find_unused_parameters)
+        acc = self.accelerator
+        self.micro_batch = cfg.micro_batch_size(acc.num_processes)
+        self.fsdp = acc.distributed_type == DistributedType.FSDP
+        if self.fsdp and cfg.ema_decay > 0:
+            raise ValueError("EMA is not supported with FSDP (the weights are sharded); set --ema-decay 0")
+
+        resume_from = self._resume_checkpoint()
+        if resume_from is not None:
+            ckpt.load_weights(model, resume_from / ckpt.MODEL_FILE)
+        self.ema = EMA(model, cfg.ema_decay, cfg.ema_start) if cfg.ema_decay > 0 else None
+        optimizer = build_optimizer(model, cfg)
+        self.model, self.optimizer = acc.prepare(model, optimizer)
+        self.step = 0
+        num_parts = acc.num_processes * max(1, cfg.num_workers)
+        self.position = StreamPosition(num_parts)
+        rank_state = None
+        if resume_from is not None:
+            rank_state = self._load_state(resume_from, num_parts)
+        self.resumed_from = resume_from
+
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if acc.is_main_process:
+            write_run_info(self.run_dir, {"train": cfg.to_dict(), **(extra_config or {})}, cfg.seed,
+                           acc.num_processes)
+        self.logger = MetricsLogger(self.run_dir, self.step if resume_from else None) if acc.is_main_process else None
+        self.loader = make_loader(source, self.micro_batch, cfg.seed, acc.process_index, acc.num_processes,
+                                  cfg.num_workers, self.position, pin_memory=acc.device.type == "cuda")
+        # Global RNGs last, after everything that might draw from them: identical state on fresh start/resume.
+        if rank_state is not None:
+            ckpt.restore_rng(rank_state["rng"])
+        else:
+            set_seed(cfg.seed, device_specific=True)
+        self.last_checkpoint = resume_from
+
+    # -- checkpoints -------------------------------------------------------------------------------------------
+    def _resume_checkpoint(self) -> Path | None:
+        resume = self.cfg.resume
+        if resume == "never":
+            if ckpt.latest_checkpoint(self.run_dir) is not None:
+                raise FileExistsError(
+                    f"{self.run_dir} already holds checkpoints; use --resume auto to continue it or a new --run-dir"
+                )
+            return None
+        if resume == "auto":
+            return ckpt.latest_checkpoint(self.run_dir)
+        path = Path(resume)
+        if not (path / ckpt.META_FILE).is_file():
+            raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint directory (no {ckpt.META_FILE})")
+        return path
+
+    def _load_state(self, path: Path, num_parts: int) -> dict:
+        acc = self.accelerator
+        trainer = ckpt.load_state_file(path / ckpt.TRAINER_FILE)
+        if trainer["world_size"] != acc.num_processes or trainer["batch_size"] != self.cfg.batch_size:
+            raise ValueError(
+                f"{path} was saved by {trainer['world_size']} process(es) at global batch {trainer['batch_size']}; "
+                f"resume with the same (now {acc.num_processes} process(es), batch {self.cfg.batch_size})"
+            )
+        rank_state = ckpt.load_state_file(path / ckpt.rank_file(acc.process_index))
+        self.optimizer.load_state_dict(rank_state["optimizer"] if self.fsdp else trainer["optimizer"])
+        self.step = trainer["step"]
+        if self.ema is not None:
+            if not (path / ckpt.EMA_FILE).is_file():
+                raise FileNotFoundError(f"{path} has no EMA weights but --ema-decay is set; resume with --ema-decay 0")
+            from safetensors.torch import load_file
+
+            self.ema.load_state_dict({k: v.to(acc.device) for k, v in load_file(str(path / ckpt.EMA_FILE)).items()})
+        self.position = StreamPosition.from_state(rank_state["data"], num_parts)
+        return rank_state
+
+    def save_checkpoint(self) -> Path:
+        """Write a checkpoint of the current step (collective: every process must call it)."""
+        acc, step = self.accelerator, self.step
+        partial = ckpt.partial_dir(self.run_dir, step)
+        if acc.is_main_process:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True)
+        acc.wait_for_everyone()
+        model_state = acc.get_state_dict(self.model)
+        rank_state = {"rng": ckpt.capture_rng(), "data": self.position.state_dict()}
+        if self.fsdp:
+            rank_state["optimizer"] = self.optimizer.state_dict()
+        ckpt.torch_save_synced(rank_state, partial / ckpt.rank_file(acc.process_index))
+        if acc.is_main_process:
+            ckpt.save_weights(model_state, partial / ckpt.MODEL_FILE, {"weights": "online", "step": str(step)})
+            files = {ckpt.MODEL_FILE: "online weights (what the optimizer trained)"}
+            if self.ema is not None:
+                ckpt.save_weights(self.ema.state_dict(), partial / ckpt.EMA_FILE,
+                                  {"weights": "ema", "step": str(step), "decay": str(self.ema.decay)})
+                files[ckpt.EMA_FILE] = (f"EMA of the weights (decay {self.ema.decay}, averaging from step "
+                                        f"{self.ema.start}); use these for evaluation and export")
+            trainer = {"step": step, "world_size": acc.num_processes, "batch_size": self.cfg.batch_size,
+                       "optimizer": None if self.fsdp else self.optimizer.state_dict()}
+            ckpt.torch_save_synced(trainer, partial / ckpt.TRAINER_FILE)
+        acc.wait_for_everyone()
+        final = partial.parent / ckpt.step_dir_name(step)
+        if acc.is_main_process:
+            meta = {"step": step, "files": files, "world_size": acc.num_processes, "ema": self.ema is not None,
+                    "eval_weights": ckpt.EMA_FILE if self.ema is not None else ckpt.MODEL_FILE}
+            final = ckpt.publish(partial, meta, self.cfg.keep_last)
+        acc.wait_for_everyone()
+        self.last_checkpoint = final
+        return final
+
+    # -- the loop ----------------------------------------------------------------------------------------------
+    def _hook_context(self) -> HookContext:
+        return HookContext(self.step, self.accelerator.unwrap_model(self.model), self.ema, self.run_dir,
+                           self.accelerator)
+
+    def _run_hooks(self, final: bool) -> dict:
+        metrics = {}
+        for hook in self.hooks:
+            every = self.cfg.eval_every if hook.every is None else hook.every
+            if every <= 0 or not (self.step % every == 0 or (final and hook.at_end)):
+                continue
+            if not hook.main_process_only or self.accelerator.is_main_process:
+                metrics.update({f"{hook.name}/{k}": v for k, v in (hook.fn(self._hook_context()) or {}).items()})
+            self.accelerator.wait_for_everyone()
+        return metrics
+
+    def _stop_non_finite(self, loss: float, grad_norm: float, metrics: dict) -> None:
+        where = f"{self.last_checkpoint}" if self.last_checkpoint else "none (no checkpoint was written yet)"
+        message = (
+            f"non-finite training loss at step {self.step + 1} (loss {loss}, grad norm {grad_norm}, "
+            f"metrics {metrics}); the run stopped without saving. Last good checkpoint: {where}. "
+            "Try a lower --lr, --grad-clip 1.0, or another --precision, then continue with --resume auto."
+        )
+        if self.logger is not None:
+            self.logger.log(self.step + 1, {"error": message})
+            self.logger.close()
+        raise NonFiniteLossError(message)
+
+    def _generator(self, micro: int) -> torch.Generator:
+        gen = torch.Generator(device=self.accelerator.device)
+        gen.manual_seed(_seed_for(self.cfg.seed, self.step, micro, self.accelerator.process_index))
+        return gen
+
+    def train(self) -> TrainResult:
+        acc, cfg = self.accelerator, self.cfg
+        batches = iter(self.loader)
+        self.model.train()
+        bar = tqdm(total=cfg.steps, initial=self.step, disable=not acc.is_local_main_process, desc="train",
+                   dynamic_ncols=True)
+        sums: dict[str, torch.Tensor] = {}
+        count, t_last, step_last, last_metrics = 0, time.perf_counter(), self.step, {}
+        while self.step < cfg.steps:
+            lr = set_lr(self.optimizer, self.step, cfg)
+            step_metrics: dict[str, torch.Tensor] = {}
+            for micro in range(cfg.grad_accum):
+                batch = self.position.advance(next(batches))
+                batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+                context = StepContext(self.step, micro, self._generator(micro), acc.device, acc)
+                sync = micro == cfg.grad_accum - 1
+                with nullcontext() if sync else acc.no_sync(self.model):
+                    with acc.autocast():
+                        loss, metrics = self.loss_fn(self.model, batch, context)
+                    acc.backward(loss / cfg.grad_accum)
+                for name, value in {"loss": loss, **metrics}.items():
+                    value = torch.as_tensor(value, dtype=torch.float32, device=acc.device).detach()
+                    step_metrics[name] = step_metrics.get(name, 0.0) + value / cfg.grad_accum
+            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+            grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
+            bad_loss = acc.reduce((~torch.isfinite(step_metrics["loss"])).float(), reduction="sum")
+            bad_norm = cfg.precision != "fp16" and not torch.isfinite(torch.as_tensor(grad_norm))
+            if bad_loss.item() > 0 or bad_norm:
+                self._stop_non_finite(step_metrics["loss"].item(), float(grad_norm),
+                                      {k: v.item() for k, v in step_metrics.items()})
+            self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.ema is not None:
+                self.ema.update(acc.unwrap_model(self.model), self.step)
+            self.step += 1
+            bar.update(1)
+            step_metrics["grad_norm"] = torch.as_tensor(grad_norm, dtype=torch.float32, device=acc.device)
+            for name, value in step_metrics.items():
+                sums[name] = sums.get(name, 0.0) + value
+            count += 1
+
+            final = self.step == cfg.steps
+            if self.step % cfg.log_every == 0 or final:
+                names = sorted(sums)
+                means = acc.reduce(torch.stack([sums[n] / count for n in names]), reduction="mean").tolist()
+                skipped = int(acc.reduce(torch.tensor(self.position.skipped, device=acc.device), "sum").item())
+                elapsed = time.perf_counter() - t_last
+                last_metrics = {**dict(zip(names, means, strict=True)), "lr": lr, "skipped": skipped,
+                                "samples_per_s": cfg.batch_size * (self.step - step_last) / max(elapsed, 1e-9)}
+                if self.logger is not None:
+                    self.logger.log(self.step, last_metrics)
+                bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", lr=f"{lr:.2e}",
+                                sps=f"{last_metrics['samples_per_s']:.1f}", refresh=False)
+                sums, count, t_last, step_last = {}, 0, time.perf_counter(), self.step
+            hook_metrics = self._run_hooks(final)
+            if hook_metrics and self.logger is not None:
+                self.logger.log(self.step, hook_metrics)
+            if final or (cfg.save_every > 0 and self.step % cfg.save_every == 0):
+                self.save_checkpoint()
+        bar.close()
+        if self.logger is not None:
+            self.logger.close()
+        skipped = int(acc.reduce(torch.tensor(self.position.skipped, device=acc.device), "sum").item())
+        return TrainResult(self.step, self.last_checkpoint, last_metrics, skipped)
+
+
+def train(model: nn.Module, loss_fn: LossFn, source: Source, cfg: TrainConfig, hooks: list[Hook] | tuple = (),
+          extra_config: dict | None = None, find_unused_parameters: bool = False) -> TrainResult:
+    """Train `model` by minimising `loss_fn(model, batch, ctx) -> (loss, metrics)` over batches of `source`.
+
+    `model` must hold fp32 weights; `loss_fn` must run the forward through `model(...)` (the wrapped module, so
+    DDP/FSDP see it). Resumes from `cfg.run_dir` per `cfg.resume`. `extra_config` (the stage's own settings) is
+    saved next to the training config in `RUN_DIR/config.json`.
+    """
+    return Trainer(model, loss_fn, source, cfg, hooks, extra_config, find_unused_parameters).train()
