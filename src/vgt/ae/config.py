@@ -32,6 +32,8 @@ class AEConfig:
     noise_gamma: float = 0.0
     #: `AutoencoderDC` config (diffusers keys) of the pixel decoder (and of the pixel baseline's encoder)
     dcae: dict[str, Any] = field(default_factory=lambda: dict(DCAE_SMALL_CPU))
+    #: square resolution the model was trained at (the default size for evaluation); any multiple of the stride works
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         problems = []

@@ -70,6 +70,7 @@ class AETrainingModule(nn.Module):
         self.stage = stage
         ae.config.channel_norm = stage.channel_norm
         ae.config.noise_gamma = stage.noise_gamma
+        ae.config.image_size = stage.image_size
         is_vlm = ae.config.encoder == "vlm"
         if not is_vlm and (stage.distill_weight > 0 or stage.perceptual == "vision"):
             raise ValueError("the pixel-VAE baseline trains on pixel losses only: set distill_weight 0 and "
