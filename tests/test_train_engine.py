@@ -106,6 +106,14 @@ def test_run_directory_contents_and_ema_export(folder, tmp_path):
         load_checkpoint_weights(ToyAutoencoder(4), checkpoint)
 
 
+def test_unreadable_images_are_counted_in_the_metrics(folder, tmp_path):
+    damaged = tmp_path / "data"
+    shutil.copytree(folder, damaged)
+    (damaged / "005.png").write_bytes(b"\x89PNG broken")
+    result = run(damaged, tmp_path / "run", steps=7, ema_decay=0.0)  # 28 samples: one pass over 005.png at least
+    assert result.skipped >= 1 and read_metrics(tmp_path / "run")[-1]["skipped"] == result.skipped
+
+
 def test_gradient_accumulation_matches_full_batch(folder, tmp_path):
     run(folder, tmp_path / "a", dropout=0.0, noise=0.0, steps=3, batch_size=8, ema_decay=0.0)
     run(folder, tmp_path / "b", dropout=0.0, noise=0.0, steps=3, batch_size=8, grad_accum=4, ema_decay=0.0)

@@ -97,7 +97,7 @@ def run_train_toy(args: argparse.Namespace) -> int:
     toy = {"toy": {"data": specs, "data_weights": args.data_weights, "resolution": args.resolution,
                    "width": args.width, "dropout": args.dropout, "noise": args.noise}}
     result = train(model, DenoisingLoss(args.noise), source, cfg, hooks=hooks, extra_config=toy)
-    if result.metrics:
+    if result.metrics and result.is_main_process:
         print(f"step {result.step}: loss {result.metrics['loss']:.5f}, skipped samples {result.skipped}, "
               f"checkpoint {result.checkpoint}")
     return 0

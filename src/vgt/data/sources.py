@@ -227,7 +227,8 @@ class WebDatasetSource(Source):
         from webdataset.tariterators import group_by_keys, tar_file_iterator
 
         with gopen(url) as stream:
-            yield from group_by_keys(tar_file_iterator(stream))
+            files = ({**f, "__url__": url} for f in tar_file_iterator(stream))
+            yield from group_by_keys(files)
 
     def stream(self, part, num_parts, seed, cursor=None, repeat=True):
         shards = self.shards_of(part, num_parts)

@@ -153,8 +153,8 @@ def add_train_args(parser: argparse.ArgumentParser, default_preset: str = "toy")
 
 
 def config_from_args(args: argparse.Namespace, **stage_overrides) -> TrainConfig:
-    """Preset, then the stage's overrides, then every flag the user set explicitly."""
-    values = {**PRESETS[args.preset], **stage_overrides}
+    """Preset (none: the TrainConfig defaults), then the stage's overrides, then every flag the user set."""
+    values = {**(PRESETS[args.preset] if args.preset else {}), **stage_overrides}
     for f in dataclasses.fields(TrainConfig):
         if f.name == "lr_multipliers":
             continue

@@ -87,6 +87,7 @@ class TrainResult:
     checkpoint: Path | None
     metrics: dict = field(default_factory=dict)  # the last logged metrics line
     skipped: int = 0  # unreadable samples skipped, all processes together
+    is_main_process: bool = True  # False on the other ranks of a multi-process run (e.g. to print/export once)
 
 
 class NonFiniteLossError(RuntimeError):
@@ -326,7 +327,7 @@ class Trainer:
         if self.logger is not None:
             self.logger.close()
         skipped = int(acc.reduce(torch.tensor(self.position.skipped, device=acc.device), "sum").item())
-        return TrainResult(self.step, self.last_checkpoint, last_metrics, skipped)
+        return TrainResult(self.step, self.last_checkpoint, last_metrics, skipped, acc.is_main_process)
 
 
 def train(model: nn.Module, loss_fn: LossFn, source: Source, cfg: TrainConfig, hooks: list[Hook] | tuple = (),

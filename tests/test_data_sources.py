@@ -1,0 +1,160 @@
+"""Data sources: partitioning, exact continuation from a cursor, skip-and-count of damaged data, preprocessing."""
+
+import io
+import itertools
+import json
+import tarfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vgt.data.sources import (
+    ImageFolderSource,
+    MixSource,
+    ShapesSource,
+    Skipped,
+    WebDatasetSource,
+    build_source,
+)
+from vgt.data.transforms import prepare_image
+from vgt.train.loader import StreamPosition, make_loader
+
+
+def png_bytes(rng, size=(24, 16)):
+    buffer = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def add(tar, name, data):
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    tar.addfile(info, io.BytesIO(data))
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    """6 shards x 5 samples; sample keys say which shard they are in."""
+    root = tmp_path_factory.mktemp("wds")
+    rng = np.random.default_rng(0)
+    for s in range(6):
+        with tarfile.open(root / f"train-{s:04d}.tar", "w") as tar:
+            for i in range(5):
+                add(tar, f"s{s}_{i}.png", png_bytes(rng))
+                add(tar, f"s{s}_{i}.txt", f"shard {s} item {i}".encode())
+    return root
+
+
+@pytest.fixture
+def folder(tmp_path):
+    rng = np.random.default_rng(1)
+    lines = []
+    for i in range(10):
+        (tmp_path / f"{i}.png").write_bytes(png_bytes(rng))
+        lines.append(json.dumps({"file_name": f"{i}.png", "text": f"caption {i}"}))
+    (tmp_path / "3.png").write_bytes(png_bytes(rng)[:60])  # truncated PNG
+    (tmp_path / "7.png").write_bytes(b"not an image at all")
+    lines.append(json.dumps({"file_name": "missing.png", "text": "gone"}))
+    (tmp_path / "metadata.jsonl").write_text("\n".join(lines) + "\n")
+    return tmp_path
+
+
+def take(stream, n):
+    return list(itertools.islice(stream, n))
+
+
+def captions(items):
+    return [x["caption"] if isinstance(x, dict) else "SKIP" for _, x in items]
+
+
+def test_webdataset_shards_are_split_across_ranks_and_workers_without_overlap(shards):
+    source = WebDatasetSource(str(shards / "train-{0000..0005}.tar"), resolution=8)
+    seen = {}
+    for part in range(3):  # e.g. 3 processes x 1 worker, or 1 process x 3 workers
+        seen[part] = {c.split(" item")[0] for c in captions(take(source.stream(part, 3, seed=0, repeat=False), 100))}
+    assert all(len(v) == 2 for v in seen.values())
+    assert set.union(*seen.values()) == {f"shard {s}" for s in range(6)}
+    assert sum(len(v) for v in seen.values()) == 6  # disjoint
+    with pytest.raises(ValueError, match="cannot feed 8 readers"):
+        next(source.stream(0, 8, seed=0))
+
+
+def test_webdataset_stream_continues_exactly_from_a_cursor(shards):
+    source = WebDatasetSource(str(shards / "train-{0000..0005}.tar"), resolution=8)
+    full = take(source.stream(1, 2, seed=5), 25)  # crosses into the second epoch
+    cursor = full[11][0]
+    rest = take(source.stream(1, 2, seed=5, cursor=cursor), 13)
+    assert captions(rest) == captions(full[12:])
+    assert all(torch.equal(a[1]["image"], b[1]["image"]) for a, b in zip(rest, full[12:], strict=True))
+
+
+def test_truncated_shard_is_skipped_and_counted(shards, tmp_path):
+    data = (shards / "train-0001.tar").read_bytes()
+    (tmp_path / "a.tar").write_bytes((shards / "train-0000.tar").read_bytes())
+    (tmp_path / "b.tar").write_bytes(data[: len(data) // 2])  # cut mid-shard
+    (tmp_path / "c.tar").write_bytes((shards / "train-0002.tar").read_bytes())
+    source = WebDatasetSource([str(tmp_path / n) for n in ("a.tar", "b.tar", "c.tar")], 8, shuffle_shards=False)
+    items = list(source.stream(0, 1, seed=0, repeat=False))
+    skipped = [x for _, x in items if isinstance(x, Skipped)]
+    assert len(skipped) == 1 and "b.tar" in skipped[0].reason
+    good = [x["caption"] for _, x in items if isinstance(x, dict)]
+    assert good[:5] == [f"shard 0 item {i}" for i in range(5)] and good[-5:] == [f"shard 2 item {i}" for i in range(5)]
+    assert 5 < len(good) < 15  # the readable head of the cut shard is still used
+
+
+def test_corrupt_images_are_skipped_and_counted_by_the_loader(folder):
+    source = ImageFolderSource(folder, 8, shuffle=False)
+    position = StreamPosition(num_parts=1)
+    loader = make_loader(source, batch_size=4, seed=0, rank=0, world_size=1, num_workers=0, position=position)
+    batches = [position.advance(b) for b in itertools.islice(loader, 3)]
+    # 11 listed, 8 readable: the truncated PNG, the non-image and the missing file are skipped in epoch 0, the
+    # truncated one again at the start of epoch 1 (12 samples taken)
+    assert position.skipped == 4
+    assert batches[0]["image"].shape == (4, 3, 8, 8) and len(batches[0]["caption"]) == 4
+    assert "caption 3" not in batches[0]["caption"] + batches[1]["caption"]
+
+
+def test_image_folder_errors_name_the_problem(tmp_path):
+    with pytest.raises(FileNotFoundError, match="metadata.jsonl"):
+        ImageFolderSource(tmp_path, 8)
+    (tmp_path / "metadata.jsonl").write_text('{"file_name": "a.png"}\n')
+    with pytest.raises(ValueError, match=r"metadata.jsonl:1.*'text'"):
+        ImageFolderSource(tmp_path, 8)
+
+
+def test_indexed_partitions_cover_each_global_batch_independently_of_the_reader_count(folder):
+    source = ImageFolderSource(folder, 8)
+    one = captions(take(source.stream(0, 1, seed=3), 22))
+    two = [captions(take(source.stream(p, 2, seed=3), 11)) for p in range(2)]
+    assert sorted(one[:10]) == sorted(two[0][:5] + two[1][:5])
+    assert sorted(one[11:22]) != sorted(one[:11]) or one[11:22] != one[:11]  # a new order in the next epoch
+
+
+def test_random_square_crop_is_seeded_and_keeps_the_short_side():
+    image = Image.fromarray(np.arange(40 * 10 * 3, dtype=np.uint8).reshape(10, 40, 3) % 251)
+    a = prepare_image(image, 10, np.random.default_rng(0))
+    b = prepare_image(image, 10, np.random.default_rng(0))
+    assert torch.equal(a, b) and a.shape == (3, 10, 10) and a.min() >= -1 and a.max() <= 1
+    crops = {prepare_image(image, 10, np.random.default_rng(s))[0, 0, 0].item() for s in range(20)}
+    assert len(crops) > 5  # the square moves along the long side
+
+
+def test_mix_follows_weights_and_resumes(shards, folder):
+    wds = WebDatasetSource(str(shards / "train-{0000..0005}.tar"), resolution=8)
+    mix = MixSource([wds, ImageFolderSource(folder, 8)], [3.0, 1.0])
+    items = take(mix.stream(0, 1, seed=0), 400)
+    from_wds = sum(1 for _, x in items if isinstance(x, dict) and x["caption"].startswith("shard"))
+    assert 0.68 < from_wds / 400 < 0.82
+    rest = take(mix.stream(0, 1, seed=0, cursor=items[199][0]), 200)
+    assert captions(rest) == captions(items[200:])
+
+
+def test_shapes_source_and_cli_specs():
+    shapes = ShapesSource(16, text="caption")
+    (_, first), = take(shapes.stream(0, 1, seed=0), 1)
+    assert first["image"].shape == (3, 16, 16) and isinstance(first["caption"], str)
+    assert isinstance(build_source(["shapes", "shapes:prompt"], 16, [1, 2]), MixSource)
+    with pytest.raises(ValueError, match="folder:DIR"):
+        build_source(["imagenet"], 16)
