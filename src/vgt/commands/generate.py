@@ -1,0 +1,180 @@
+"""VGT-AR commands: `vgt generate`, `vgt sample-benchmark`, `vgt train ar`."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def _device(name: str):
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _load_pipeline(args: argparse.Namespace):
+    from vgt.ar.pipeline import VGTPipeline, default_model_dir
+
+    return VGTPipeline.from_pretrained(args.model or default_model_dir(), device=_device(args.device))
+
+
+def _sampling_kwargs(args: argparse.Namespace) -> dict:
+    """Pipeline arguments from the shared sampling flags (None keeps the model's saved default)."""
+    return dict(guidance_scale=args.cfg, num_inference_steps=args.steps, tokens_per_step=args.tokens_per_step,
+                order=args.order, sampler=args.sampler, cfg_schedule=args.cfg_schedule, height=args.size,
+                width=args.size)
+
+
+def _save_png(image, path: Path) -> None:
+    """Atomic PNG write."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    image.save(tmp, format="PNG")
+    tmp.replace(path)
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    import torch
+
+    from vgt.ar.pipeline import image_grid
+
+    pipe = _load_pipeline(args)
+    generator = torch.Generator().manual_seed(args.seed)
+    images = pipe(args.prompt, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images,
+                  generator=generator, progress=True, **_sampling_kwargs(args)).images
+    out = Path(args.out)
+    if args.grid or len(images) == 1:
+        _save_png(image_grid(images, columns=args.num_images if len(args.prompt) > 1 else None), out)
+        written = [out]
+    else:
+        written = [out.with_name(f"{out.stem}-{i:03d}{out.suffix or '.png'}") for i in range(len(images))]
+        for image, path in zip(images, written, strict=True):
+            _save_png(image, path)
+    print("\n".join(str(p) for p in written))
+    return 0
+
+
+def run_sample_benchmark(args: argparse.Namespace) -> int:
+    import torch
+    from tqdm.auto import tqdm
+
+    from vgt.eval.layout import prompt_dir, write_prompt_samples
+    from vgt.eval.shapes import read_prompts
+
+    if args.n_per_prompt < 1:
+        raise SystemExit(f"--n-per-prompt must be >= 1, got {args.n_per_prompt}")
+    prompts = read_prompts(args.prompts)
+    pipe = _load_pipeline(args)
+    done = 0
+    for index, metadata in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
+        if prompt_dir(args.out, index).exists() and not args.overwrite:
+            continue  # resume: a prompt directory appears complete or not at all
+        # One generator per prompt: the images of a prompt do not depend on batching, resuming or other prompts.
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + index)
+        images = pipe(metadata["prompt"], num_images_per_prompt=args.n_per_prompt, generator=generator,
+                      **_sampling_kwargs(args)).images
+        write_prompt_samples(args.out, index, metadata, images, overwrite=args.overwrite)
+        done += 1
+    print(f"wrote {done} prompt(s) ({len(prompts) - done} already present) to {args.out}")
+    return 0
+
+
+def run_train_ar(args: argparse.Namespace) -> int:
+    import torch
+    from accelerate import PartialState
+
+    from vgt.ae.model import VGTAutoencoder
+    from vgt.ar.config import ar_preset
+    from vgt.ar.pipeline import VGTPipeline
+    from vgt.ar.training import CPU_SMALL_TRAIN, ARLoss, SampleImages, build_generator
+    from vgt.backbones.registry import load_backbone
+    from vgt.data.sources import build_source
+    from vgt.train import Hook, Trainer, config_from_args, load_checkpoint_weights
+
+    backbone = load_backbone(args.backbone, args.backbone_path)
+    ae = VGTAutoencoder.from_pretrained(args.ae, backbone=backbone).eval().requires_grad_(False)
+    if args.resolution is None:
+        args.resolution = ar_preset(args.model_preset, 1).sampling.grid_size * ae.stride
+    grid = ae.grid_size(args.resolution, args.resolution)[0]  # a clear error before training when it does not fit
+    default_preset = args.preset is None
+    if default_preset:
+        args.preset = "toy" if args.model_preset == "cpu-small" else "ar-pretrain"
+    overrides = dict(CPU_SMALL_TRAIN) if default_preset and args.model_preset == "cpu-small" else {}
+    cfg = config_from_args(args, **overrides)
+    model = build_generator(backbone, ae, args.model_preset, seed=cfg.seed, grid_size=grid)
+    if args.uncond_prob is not None:
+        model.config.uncond_prob = args.uncond_prob
+    if args.timestep_shift is not None:
+        model.config.timestep_shift = args.timestep_shift
+    specs = args.data or ["shapes"]
+    source = build_source(specs, args.resolution, args.data_weights)
+    hooks = []
+    if args.sample_prompts:
+        hooks.append(Hook(SampleImages(ae, args.sample_prompts, seed=0), name="samples"))
+    extra = {"ar": model.config.to_dict(), "data": specs, "resolution": args.resolution,
+             "backbone_path": str(args.backbone_path), "ae": str(args.ae)}
+    trainer = Trainer(model, ARLoss(ae), source, cfg, hooks, extra_config=extra)
+    result = trainer.train()
+    if result.checkpoint is not None and PartialState().is_main_process:
+        out = Path(args.export or Path(cfg.run_dir) / "model")
+        model = trainer.accelerator.unwrap_model(trainer.model)
+        which = load_checkpoint_weights(model, result.checkpoint, use_ema=True)
+        VGTPipeline(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(out)
+        loss = result.metrics.get("loss")
+        print(f"step {result.step}: loss {loss:.4g}" if loss is not None else f"step {result.step}")
+        print(f"exported the VGT pipeline ({which} weights) to {out}")
+    return 0
+
+
+def _add_sampling_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("sampling (unset: the model's saved defaults)")
+    g.add_argument("--model", help="VGT pipeline folder (default: $VGT_MODEL, else the model shipped with vgt)")
+    g.add_argument("--steps", type=int, help="flow-head sampler steps per token group")
+    g.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 disables guidance)")
+    g.add_argument("--cfg-schedule", choices=("constant", "linear"), help="guidance over the decoding groups")
+    g.add_argument("--tokens-per-step", type=int, help="latent positions decoded per forward pass (1 = training order)")
+    g.add_argument("--order", choices=("random", "raster"), help="generation order of the latent positions")
+    g.add_argument("--sampler", choices=("sde", "euler", "heun"), help="flow-head sampler")
+    g.add_argument("--size", type=int, help="image height and width in pixels (a multiple of the AE stride)")
+    g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+
+
+def add_commands(tree) -> None:
+    from vgt.train.config import add_train_args
+
+    p = tree.command("generate", run_generate, "Generate images from text with a VGT model.")
+    p.add_argument("prompt", nargs="+", help="one or more prompts, e.g. \"two red circles\"")
+    p.add_argument("--out", default="out.png", help="output PNG (several images: OUT-000.png, ... or one --grid)")
+    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same images")
+    p.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    p.add_argument("--grid", action="store_true", help="save all images tiled into the one --out file")
+    p.add_argument("--negative-prompt", help="prompt for the unconditional branch of guidance")
+    _add_sampling_args(p)
+
+    p = tree.command("sample-benchmark", run_sample_benchmark,
+                     "Generate images for a prompt file in GenEval's layout (OUT/<index>/samples/<k>.png).")
+    p.add_argument("--prompts", required=True, help="prompt file, one JSON object per line (GenEval/ShapesEval)")
+    p.add_argument("--out", required=True, help="output folder; prompts already there are skipped (resume)")
+    p.add_argument("--n-per-prompt", type=int, default=4, help="images per prompt")
+    p.add_argument("--seed", type=int, default=0, help="base seed (prompt i uses its own generator)")
+    p.add_argument("--overwrite", action="store_true", help="regenerate prompts that already exist")
+    _add_sampling_args(p)
+
+    p = tree.command("train ar", run_train_ar,
+                     "Train VGT-AR: tune the VLM's language model to generate VGT-AE latents (QueryAR).")
+    p.add_argument("--backbone-path", required=True, help="folder of the VLM whose language model is tuned")
+    p.add_argument("--backbone", default="auto", help="backbone name (internvl, qwen2_5_vl, tiny, auto)")
+    p.add_argument("--ae", required=True, help="exported VGT-AE folder (its RUN_DIR/model)")
+    p.add_argument("--model-preset", default="cpu-small", choices=("cpu-small", "vgt-0.6b", "vgt-1.6b"),
+                   help="generator architecture; cpu-small also picks CPU-sized training settings unless --preset")
+    p.add_argument("--data", action="append",
+                   help="data spec, repeatable: shapes (default), folder:DIR, wds:SHARDS, latents:DIR")
+    p.add_argument("--data-weights", type=float, nargs="+", help="mix weights, one per --data")
+    p.add_argument("--resolution", type=int, help="training image size (default: the preset's grid x AE stride)")
+    p.add_argument("--uncond-prob", type=float, help="caption dropout for classifier-free guidance (default 0.1)")
+    p.add_argument("--timestep-shift", type=float, help="logit-normal timestep shift (default 1.4)")
+    p.add_argument("--sample-prompts", nargs="+", help="prompts rendered into RUN_DIR/samples every --eval-every")
+    p.add_argument("--export", help="pipeline folder written at the end (default RUN_DIR/model)")
+    add_train_args(p, default_preset=None)
