@@ -8,6 +8,7 @@ it unchanged; it is registered as the "tiny" backbone.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import asdict, dataclass
 
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers
@@ -60,7 +61,7 @@ def build_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
             pieces.add(piece)
             if piece.strip() == piece and piece.isalnum():
                 pieces.add(" " + piece)
-            elif piece.startswith(" "):
+            elif piece.startswith(" ") and piece.strip():
                 pieces.add(piece[1:])
     vocab = {token: i for i, token in enumerate([*SPECIAL_TOKENS, *sorted(pieces - set(SPECIAL_TOKENS))])}
     backend = Tokenizer(models.WordLevel(vocab, unk_token=UNK_TOKEN))
@@ -76,19 +77,19 @@ def build_word_tokenizer(texts: Iterable[str]) -> PreTrainedTokenizerFast:
 
 
 def tiny_internvl_config(tokenizer, image_size: int = 32, patch_size: int = 4, vision_width: int = 32,
-                         vision_layers: int = 2, text_width: int = 32, text_layers: int = 2, heads: int = 2,
-                         kv_heads: int | None = None) -> InternVLConfig:
+                         vision_layers: int = 2, vision_heads: int = 2, text_width: int = 32, text_layers: int = 2,
+                         text_heads: int = 2, kv_heads: int | None = None) -> InternVLConfig:
     """An InternVL3-architecture config (InternViT + pixel shuffle + MLP projector + Qwen2 LLM), scaled down."""
     if image_size % (2 * patch_size):
         raise ValueError(f"image_size {image_size} must be a multiple of the stride {2 * patch_size}")
     vision = dict(
         model_type="internvl_vision", hidden_size=vision_width, num_hidden_layers=vision_layers,
-        num_attention_heads=heads, intermediate_size=4 * vision_width, image_size=image_size,
-        patch_size=patch_size, use_mean_pooling=True, norm_type="layer_norm", layer_scale_init_value=1.0,
+        num_attention_heads=vision_heads, intermediate_size=4 * vision_width, image_size=image_size,
+        patch_size=patch_size, use_mean_pooling=True, norm_type="layer_norm",
     )
     text = dict(
         model_type="qwen2", vocab_size=len(tokenizer), hidden_size=text_width, intermediate_size=4 * text_width,
-        num_hidden_layers=text_layers, num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
+        num_hidden_layers=text_layers, num_attention_heads=text_heads, num_key_value_heads=kv_heads or text_heads,
         max_position_embeddings=1024, tie_word_embeddings=True, pad_token_id=tokenizer.pad_token_id,
         bos_token_id=tokenizer.convert_tokens_to_ids(TURN_START), eos_token_id=tokenizer.eos_token_id,
     )
@@ -155,3 +156,48 @@ class TinyVLMBackbone(InternVLBackbone):
     """The small VLM pretrained here for understanding: InternVL architecture with the word-level tokenizer."""
 
     name = "tiny"
+
+
+@dataclass(frozen=True)
+class SmallVLMConfig:
+    """Architecture of the small VLM pretrained here (InternVL layout: InternViT -> pixel shuffle -> MLP -> Qwen2)."""
+
+    image_size: int = 128
+    patch_size: int = 8  # stride = 2 x patch: 16 px, an 8 x 8 token grid at 128 px
+    vision_width: int = 128
+    vision_layers: int = 4
+    vision_heads: int = 4
+    text_width: int = 256
+    text_layers: int = 4
+    text_heads: int = 4
+    kv_heads: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+SMALL_VLM_PRESETS: dict[str, SmallVLMConfig] = {
+    # the shipped small VLM: 128 px images, stride 16
+    "small": SmallVLMConfig(),
+    # a seconds-long CPU smoke test: 32 px images, stride 8
+    "toy": SmallVLMConfig(image_size=32, patch_size=4, vision_width=32, vision_layers=2, vision_heads=2,
+                          text_width=64, text_layers=2, text_heads=2, kv_heads=1),
+}
+
+
+def shapes_tokenizer() -> PreTrainedTokenizerFast:
+    """The small VLM's tokenizer: every ShapesWorld word plus the chat and instruction words."""
+    from vgt.data.shapes import vocabulary_words
+
+    return build_word_tokenizer([" ".join(vocabulary_words())])
+
+
+def build_small_vlm(config: SmallVLMConfig, seed: int = 0) -> TinyVLMBackbone:
+    """A freshly initialized small VLM (random weights from `seed`) with the ShapesWorld tokenizer."""
+    tokenizer = shapes_tokenizer()
+    hf_config = tiny_internvl_config(
+        tokenizer, image_size=config.image_size, patch_size=config.patch_size, vision_width=config.vision_width,
+        vision_layers=config.vision_layers, vision_heads=config.vision_heads, text_width=config.text_width,
+        text_layers=config.text_layers, text_heads=config.text_heads, kv_heads=config.kv_heads,
+    )
+    return TinyVLMBackbone(seeded_model(InternVLForConditionalGeneration, hf_config, seed), tokenizer)

@@ -1,0 +1,62 @@
+"""Pretraining the small VLM for understanding (ShapesWorld image -> full scene caption) on the training engine.
+
+The run directory holds the engine's checkpoints and metrics (loss, token accuracy and, every `eval_every` steps,
+the held-out understanding accuracies: the training curve). At the end the evaluation weights (EMA when enabled)
+are exported as a standard HF folder loadable with `load_backbone("tiny", DIR)`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vgt.backbones.tiny import SMALL_VLM_PRESETS, build_small_vlm
+from vgt.backbones.understanding import CaptioningModel, caption_batch, evaluate_understanding
+
+#: world seed of the training stream (the held-out scenes use `understanding.EVAL_WORLD_SEED`)
+TRAIN_WORLD_SEED = 0
+
+#: training hyper-parameters per architecture preset (flags of `vgt train vlm` override them)
+VLM_TRAINING: dict[str, dict] = {
+    "small": dict(steps=1200, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100, weight_decay=0.05,
+                  grad_clip=1.0, log_every=10, save_every=200, eval_every=200),
+    "toy": dict(steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, weight_decay=0.0, grad_clip=1.0,
+                log_every=5, save_every=20, eval_every=0),
+}
+
+
+def understanding_loss(model: CaptioningModel, batch: dict, ctx) -> tuple:
+    """Engine loss function: tokenize the captions, then cross-entropy on the answer tokens."""
+    images = batch["image"]
+    grid_h, grid_w = model.backbone.vision.grid_size(images.shape[2], images.shape[3])
+    tokens = caption_batch(model.backbone, batch["caption"], grid_h * grid_w)
+    tokens = {k: v.to(ctx.device) for k, v in tokens.items()}
+    loss, accuracy = model(images, **tokens)
+    return loss, {"token_acc": accuracy}
+
+
+def train_small_vlm(preset: str, cfg, out: str | Path | None = None, eval_images: int = 100) -> dict:
+    """Train the small VLM of architecture `preset` with engine config `cfg` (resumes from `cfg.run_dir`), export
+    it to `out` (default RUN_DIR/model) and return its final understanding metrics."""
+    from vgt.data.sources import ShapesSource
+    from vgt.train import Hook, load_checkpoint_weights, train
+
+    if preset not in SMALL_VLM_PRESETS:
+        raise ValueError(f"unknown small-VLM preset {preset!r}; choose one of {', '.join(SMALL_VLM_PRESETS)}")
+    arch = SMALL_VLM_PRESETS[preset]
+    backbone = build_small_vlm(arch, seed=cfg.seed)
+    model = CaptioningModel(backbone)
+    source = ShapesSource(arch.image_size, text="caption", world_seed=TRAIN_WORLD_SEED, tasks=("scene",))
+
+    def understanding_hook(ctx) -> dict:
+        with ctx.eval_model() as captioner:
+            metrics = evaluate_understanding(captioner.backbone, num_images=eval_images, progress=False)
+        return {k: metrics[k] for k in ("exact", "parsed", "count", "shapes", "colors", "locations")}
+
+    hooks = [Hook(understanding_hook, name="understanding")] if eval_images > 0 else []
+    result = train(model, understanding_loss, source, cfg, hooks=hooks,
+                   extra_config={"vlm": {"preset": preset, **arch.to_dict()}, "eval_images": eval_images})
+    if result.checkpoint is not None:
+        load_checkpoint_weights(model, result.checkpoint)
+    target = Path(out) if out is not None else Path(cfg.run_dir) / "model"
+    backbone.save_pretrained(target)
+    return {"model": str(target), "step": result.step, **result.metrics}
