@@ -88,3 +88,15 @@ def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
     assert pipe.config.sampling.grid_size == 4
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (32, 32)
+
+
+def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
+    cache = tmp_path / "cache"
+    assert main(["cache-latents", "--model", str(model_dir / "ae"), "--backbone-path", str(model_dir / "backbone"),
+                 "--data", "shapes", "--resolution", "24", "--num-samples", "4", "--shard-size", "4",
+                 "--out", str(cache)]) == 0
+    run = tmp_path / "run"
+    assert main(["train", "ar", "--backbone-path", str(model_dir / "backbone"), "--ae", str(model_dir / "ae"),
+                 "--data", f"latents:{cache}", "--run-dir", str(run), "--steps", "2", "--batch-size", "2"]) == 0
+    pipe = VGTPipeline.from_pretrained(run / "model")
+    assert pipe.config.sampling.grid_size == 3  # the cache's 3x3 latents, not the default resolution

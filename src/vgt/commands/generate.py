@@ -95,9 +95,18 @@ def run_train_ar(args: argparse.Namespace) -> int:
 
     backbone = load_backbone(args.backbone, args.backbone_path)
     ae = VGTAutoencoder.from_pretrained(args.ae, backbone=backbone).eval().requires_grad_(False)
-    if args.resolution is None:
-        args.resolution = ar_preset(args.model_preset, 1).sampling.grid_size * ae.stride
+    if args.resolution is None:  # the AE's training resolution, else the preset's default grid
+        args.resolution = (getattr(ae.config, "image_size", None)
+                           or ar_preset(args.model_preset, 1).sampling.grid_size * ae.stride)
     grid = ae.grid_size(args.resolution, args.resolution)[0]  # a clear error before training when it does not fit
+    specs = args.data or ["shapes"]
+    source = build_source(specs, args.resolution, args.data_weights)
+    cache = getattr(source, "index", None)  # a latent cache knows its latent shape; images follow --resolution
+    if cache is not None:
+        channels, grid = cache["latent_shape"][0], cache["latent_shape"][1]
+        if channels != ae.latent_channels:
+            raise SystemExit(f"the latent cache holds {channels}-channel latents, the AE in {args.ae} makes "
+                             f"{ae.latent_channels}: cache the data with this AE (`vgt cache-latents --model ...`)")
     default_preset = args.preset is None
     if default_preset:
         args.preset = "toy" if args.model_preset == "cpu-small" else "ar-pretrain"
@@ -108,8 +117,6 @@ def run_train_ar(args: argparse.Namespace) -> int:
         model.config.uncond_prob = args.uncond_prob
     if args.timestep_shift is not None:
         model.config.timestep_shift = args.timestep_shift
-    specs = args.data or ["shapes"]
-    source = build_source(specs, args.resolution, args.data_weights)
     hooks = []
     if args.sample_prompts:
         hooks.append(Hook(SampleImages(ae, args.sample_prompts, seed=0), name="samples"))
@@ -172,7 +179,7 @@ def add_commands(tree) -> None:
     p.add_argument("--data", action="append",
                    help="data spec, repeatable: shapes (default), folder:DIR, wds:SHARDS, latents:DIR")
     p.add_argument("--data-weights", type=float, nargs="+", help="mix weights, one per --data")
-    p.add_argument("--resolution", type=int, help="training image size (default: the preset's grid x AE stride)")
+    p.add_argument("--resolution", type=int, help="training image size (default: the AE's training resolution)")
     p.add_argument("--uncond-prob", type=float, help="caption dropout for classifier-free guidance (default 0.1)")
     p.add_argument("--timestep-shift", type=float, help="logit-normal timestep shift (default 1.4)")
     p.add_argument("--sample-prompts", nargs="+", help="prompts rendered into RUN_DIR/samples every --eval-every")
