@@ -158,3 +158,23 @@ def test_shapes_source_and_cli_specs():
     assert isinstance(build_source(["shapes", "shapes:prompt"], 16, [1, 2]), MixSource)
     with pytest.raises(ValueError, match="folder:DIR"):
         build_source(["imagenet"], 16)
+
+
+def test_loader_workers_read_disjoint_shards_and_restart_exactly(shards):
+    source = WebDatasetSource(str(shards / "train-{0000..0005}.tar"), resolution=8)
+
+    def batches(position, n):
+        loader = make_loader(source, batch_size=2, seed=1, rank=1, world_size=2, num_workers=2, position=position)
+        return [position.advance(b)["caption"] for b in itertools.islice(loader, n)]
+
+    full = batches(StreamPosition(num_parts=4), 8)
+    shards_of = [{c.split(" item")[0] for batch in full[i::2] for c in batch} for i in range(2)]  # per worker
+    assert not shards_of[0] & shards_of[1]  # this rank's two workers read partitions 2 and 3 of 4
+    assert set.union(*shards_of) <= {"shard 2", "shard 3"}
+    position = StreamPosition(num_parts=4)
+    head = batches(position, 3)  # an odd count: the restarted loader must begin with the other worker's slot
+    state = position.state_dict()
+    tail = batches(StreamPosition.from_state(state, num_parts=4), 5)
+    assert head + tail == full
+    with pytest.raises(ValueError, match="same number of processes"):
+        StreamPosition.from_state(state, num_parts=2)

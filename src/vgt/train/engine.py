@@ -9,6 +9,7 @@ and stopping on a non-finite loss. See docs/training.md.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -106,10 +107,19 @@ def _make_accelerator(precision: str, find_unused_parameters: bool) -> Accelerat
     shared = AcceleratorState._shared_state
     if shared and shared.get("_mixed_precision") != _mixed_precision(precision) and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
-    return Accelerator(
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    accelerator = Accelerator(
         mixed_precision=_mixed_precision(precision),
+        # torchrun on a machine without GPUs: accelerate only joins the process group when told to use the CPU
+        cpu=launched > 1 and not torch.cuda.is_available(),
         kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
     )
+    if accelerator.num_processes != launched:
+        raise RuntimeError(
+            f"launched as {launched} processes but accelerate set up {accelerator.num_processes}; launch with "
+            "`accelerate launch` (add --cpu on machines without GPUs) or check the distributed environment"
+        )
+    return accelerator
 
 
 def _seed_for(*values: int) -> int:
@@ -188,6 +198,8 @@ class Trainer:
         rank_state = ckpt.load_state_file(path / ckpt.rank_file(acc.process_index))
         self.optimizer.load_state_dict(rank_state["optimizer"] if self.fsdp else trainer["optimizer"])
         self.step = trainer["step"]
+        if acc.scaler is not None and trainer.get("grad_scaler") is not None:
+            acc.scaler.load_state_dict(trainer["grad_scaler"])
         if self.ema is not None:
             if not (path / ckpt.EMA_FILE).is_file():
                 raise FileNotFoundError(f"{path} has no EMA weights but --ema-decay is set; resume with --ema-decay 0")
@@ -219,7 +231,8 @@ class Trainer:
                 files[ckpt.EMA_FILE] = (f"EMA of the weights (decay {self.ema.decay}, averaging from step "
                                         f"{self.ema.start}); use these for evaluation and export")
             trainer = {"step": step, "world_size": acc.num_processes, "batch_size": self.cfg.batch_size,
-                       "optimizer": None if self.fsdp else self.optimizer.state_dict()}
+                       "optimizer": None if self.fsdp else self.optimizer.state_dict(),
+                       "grad_scaler": acc.scaler.state_dict() if acc.scaler is not None else None}
             ckpt.torch_save_synced(trainer, partial / ckpt.TRAINER_FILE)
         acc.wait_for_everyone()
         final = partial.parent / ckpt.step_dir_name(step)
