@@ -21,6 +21,7 @@ from vgt.data.shapes import (
     render_scene,
     scene_caption,
     scene_matches_caption,
+    split_words,
     vocabulary_words,
 )
 
@@ -126,7 +127,7 @@ def test_vocabulary_covers_every_prompt_and_caption():
     for index in range(300):
         sample = world.sample(index)
         for text in (sample.prompt, sample.caption):
-            assert set(text.replace(",", " , ").split()) <= vocab, text
+            assert set(split_words(text)) <= vocab, text
 
 
 def test_export_cli_writes_imagefolder_layout(tmp_path, capsys):

@@ -220,8 +220,13 @@ def scene_matches_caption(scene: Scene, text: str) -> bool:
     return compare_scene_caption(scene, text)["exact"]
 
 
+def split_words(text: str) -> list[str]:
+    """The words of a prompt or caption as `vocabulary_words` counts them: "," is a word of its own."""
+    return text.replace(",", " , ").split()
+
+
 def vocabulary_words() -> list[str]:
-    """Every word a ShapesWorld prompt or caption can contain ("," is its own word), sorted."""
+    """Every word a ShapesWorld prompt or caption can contain (see `split_words`), sorted."""
     words = {"a", "an", "and", "at", "the", "to", "of", ","}
     words.update(SHAPES, PLURALS.values(), COLORS, NUMBERS)
     for phrase in (*RELATIONS.values(), *_LOCATION_WORDS):
