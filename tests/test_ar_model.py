@@ -264,3 +264,25 @@ def test_bad_arguments_are_clear_errors(model):
         generate_latents(model, CAPTIONS, (2, 2), sampler="ddim")
     with pytest.raises(ValueError, match="larger than"):
         generate_latents(model, CAPTIONS, (9, 9))
+
+
+@pytest.mark.parametrize("kind", ["qwen2_5_vl", "internvl-eager"])
+def test_other_backbones_and_attention_kernels(kind):
+    """The custom 4-D masks and position ids work with Qwen2.5-VL's mRoPE LLM and with eager attention too."""
+    from vgt.backbones.tiny import tiny_qwen2_5_vl_backbone
+
+    backbone = tiny_qwen2_5_vl_backbone(words=CAPTIONS) if kind == "qwen2_5_vl" else tiny_internvl_backbone(
+        words=CAPTIONS)
+    if kind == "internvl-eager":
+        backbone.model.set_attn_implementation("eager")
+    torch.manual_seed(0)
+    config = ARConfig(hidden_size=backbone.text.hidden_size, latent_channels=CHANNELS, max_grid=8,
+                      head=FlowHeadConfig(width=32, depth=2))
+    m = VGTForGeneration(config, backbone).eval()
+    randomize_zero_init(m)
+    out = decode(m, tokens_per_step=1, return_query_states=True)
+    teacher = m.teacher_forced_query_states(out.latents, CAPTIONS, out.orders)
+    assert torch.allclose(out.query_states, teacher, atol=1e-5)
+    cached = decode(m, tokens_per_step=4, return_query_states=True)
+    full = decode(m, tokens_per_step=4, return_query_states=True, use_cache=False)
+    assert torch.allclose(cached.query_states, full.query_states, atol=1e-5)
