@@ -25,6 +25,8 @@ from vgt.backbones.understanding import (
     embed_with_images,
     evaluate_understanding,
     greedy_answer_ids,
+    locations_near,
+    scene_matches_within_tolerance,
     understanding_prompt_ids,
 )
 from vgt.cli import main
@@ -122,7 +124,8 @@ def test_understanding_metric_scores_parsed_scenes(monkeypatch):
     served = iter([truth[:3], truth[3:]])
     monkeypatch.setattr(understanding, "generate_captions", lambda *a, **k: next(served))
     metrics = evaluate_understanding(backbone, num_images=6, batch_size=3, progress=False)
-    assert metrics["exact"] == metrics["colors"] == metrics["locations"] == 1.0 and metrics["num_images"] == 6
+    assert metrics["exact"] == metrics["exact_tol"] == metrics["colors"] == metrics["locations"] == 1.0
+    assert metrics["num_images"] == 6
     assert metrics["examples"][0]["truth"] == metrics["examples"][0]["generated"] == truth[0]
     wrong = [t.replace("circle", "square").replace("triangle", "square") for t in truth]
     served = iter([wrong[:3], wrong[3:]])
@@ -130,6 +133,21 @@ def test_understanding_metric_scores_parsed_scenes(monkeypatch):
     expected_exact = sum(w == t for w, t in zip(wrong, truth, strict=True)) / 6
     assert metrics["exact"] == expected_exact < 1.0
     assert metrics["colors"] == 1.0 and metrics["parsed"] == 1.0
+
+
+def test_location_tolerance_only_forgives_borderline_locations():
+    from vgt.data.shapes import Scene, ShapeObject
+
+    scene = Scene((ShapeObject("circle", "red", (0.335, 0.5), 0.2), ShapeObject("square", "blue", (0.85, 0.15), 0.2)))
+    exact = "a red circle at the center and a blue square at the top right"
+    neighbour = "a red circle at the left and a blue square at the top right"
+    assert scene_matches_within_tolerance(scene, exact) and scene_matches_within_tolerance(scene, neighbour)
+    assert not scene_matches_within_tolerance(scene, neighbour, tolerance=0.0)
+    assert not scene_matches_within_tolerance(scene, "a red circle at the center and a blue square at the top")
+    assert not scene_matches_within_tolerance(scene, "a red square at the center and a blue circle at the top right")
+    assert not scene_matches_within_tolerance(scene, "a red circle at the center")
+    assert scene_matches_within_tolerance(scene, "a blue square at the top right and a red circle at the left")
+    assert locations_near((0.5, 0.5), 1 / 64) == {"center"}
 
 
 def test_understanding_needs_an_internvl_backbone():

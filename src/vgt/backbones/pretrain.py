@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from vgt.backbones.tiny import SMALL_VLM_PRESETS, build_small_vlm
-from vgt.backbones.understanding import CaptioningModel, caption_batch, evaluate_understanding
+from vgt.backbones.understanding import METRIC_KEYS, CaptioningModel, caption_batch, evaluate_understanding
 
 #: world seed of the training stream (the held-out scenes use `understanding.EVAL_WORLD_SEED`)
 TRAIN_WORLD_SEED = 0
@@ -50,7 +50,7 @@ def train_small_vlm(preset: str, cfg, out: str | Path | None = None, eval_images
     def understanding_hook(ctx) -> dict:
         with ctx.eval_model() as captioner:
             metrics = evaluate_understanding(captioner.backbone, num_images=eval_images, progress=False)
-        return {k: metrics[k] for k in ("exact", "parsed", "count", "shapes", "colors", "locations")}
+        return {k: metrics[k] for k in METRIC_KEYS}
 
     hooks = [Hook(understanding_hook, name="understanding")] if eval_images > 0 else []
     result = train(model, understanding_loss, source, cfg, hooks=hooks,

@@ -79,7 +79,7 @@ def caption(args: argparse.Namespace) -> int:
 
 def eval_understanding(args: argparse.Namespace) -> int:
     from vgt.backbones import load_backbone
-    from vgt.backbones.understanding import evaluate_understanding
+    from vgt.backbones.understanding import METRIC_KEYS, evaluate_understanding
 
     backbone = load_backbone(args.backbone, args.model).eval()
     metrics = evaluate_understanding(backbone, num_images=args.num_images, batch_size=args.batch_size)
@@ -89,7 +89,8 @@ def eval_understanding(args: argparse.Namespace) -> int:
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     tmp.write_text(json.dumps(report, indent=2) + "\n")
     os.replace(tmp, out)
-    for key in ("exact", "parsed", "count", "shapes", "colors", "locations"):
+    for key in METRIC_KEYS:
         print(f"{key:>10}: {100 * metrics[key]:.1f}%")
-    print(f"({metrics['num_images']} held-out scenes, world seed {metrics['world_seed']}; report: {out})")
+    print(f"({metrics['num_images']} held-out scenes, world seed {metrics['world_seed']}; exact_tol accepts a "
+          f"neighbouring location within {metrics['location_tolerance']:.4f} of the side; report: {out})")
     return 0
