@@ -269,13 +269,43 @@ class Trainer:
         )
         if self.logger is not None:
             self.logger.log(self.step + 1, {"error": message})
-            self.logger.close()
         raise NonFiniteLossError(message)
 
     def _generator(self, micro: int) -> torch.Generator:
         gen = torch.Generator(device=self.accelerator.device)
         gen.manual_seed(_seed_for(self.cfg.seed, self.step, micro, self.accelerator.process_index))
         return gen
+
+    def _optimizer_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
+        """One optimizer step over `grad_accum` micro-batches; returns this process's metrics (loss, grad_norm,
+        the task's), or stops the run on a non-finite loss or gradient."""
+        acc, cfg = self.accelerator, self.cfg
+        metrics_sum: dict[str, torch.Tensor] = {}
+        for micro in range(cfg.grad_accum):
+            batch = self.position.advance(next(batches))
+            batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+            context = StepContext(self.step, micro, self._generator(micro), acc.device, acc)
+            sync = micro == cfg.grad_accum - 1  # gradients are all-reduced only on the last micro-step
+            with nullcontext() if sync else acc.no_sync(self.model):
+                with acc.autocast():
+                    loss, metrics = self.loss_fn(self.model, batch, context)
+                acc.backward(loss / cfg.grad_accum)
+            for name, value in {"loss": loss, **metrics}.items():
+                value = torch.as_tensor(value, dtype=torch.float32, device=acc.device).detach()
+                metrics_sum[name] = metrics_sum.get(name, 0.0) + value / cfg.grad_accum
+        grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        grad_norm = torch.as_tensor(grad_norm, dtype=torch.float32, device=acc.device)
+        bad_loss = acc.reduce((~torch.isfinite(metrics_sum["loss"])).float(), reduction="sum").item() > 0
+        bad_norm = cfg.precision != "fp16" and not torch.isfinite(grad_norm).item()  # fp16: the scaler skips
+        if bad_loss or bad_norm:
+            self._stop_non_finite(metrics_sum["loss"].item(), grad_norm.item(),
+                                  {k: v.item() for k, v in metrics_sum.items()})
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.ema is not None:
+            self.ema.update(self.accelerator.unwrap_model(self.model), self.step)
+        self.step += 1
+        return {**metrics_sum, "grad_norm": grad_norm}
 
     def train(self) -> TrainResult:
         acc, cfg = self.accelerator, self.cfg
@@ -285,62 +315,40 @@ class Trainer:
                    dynamic_ncols=True)
         sums: dict[str, torch.Tensor] = {}
         count, t_last, step_last, last_metrics = 0, time.perf_counter(), self.step, {}
-        while self.step < cfg.steps:
-            lr = set_lr(self.optimizer, self.step, cfg)
-            step_metrics: dict[str, torch.Tensor] = {}
-            for micro in range(cfg.grad_accum):
-                batch = self.position.advance(next(batches))
-                batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-                context = StepContext(self.step, micro, self._generator(micro), acc.device, acc)
-                sync = micro == cfg.grad_accum - 1
-                with nullcontext() if sync else acc.no_sync(self.model):
-                    with acc.autocast():
-                        loss, metrics = self.loss_fn(self.model, batch, context)
-                    acc.backward(loss / cfg.grad_accum)
-                for name, value in {"loss": loss, **metrics}.items():
-                    value = torch.as_tensor(value, dtype=torch.float32, device=acc.device).detach()
-                    step_metrics[name] = step_metrics.get(name, 0.0) + value / cfg.grad_accum
-            max_norm = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-            grad_norm = acc.clip_grad_norm_(self.model.parameters(), max_norm)
-            bad_loss = acc.reduce((~torch.isfinite(step_metrics["loss"])).float(), reduction="sum")
-            bad_norm = cfg.precision != "fp16" and not torch.isfinite(torch.as_tensor(grad_norm))
-            if bad_loss.item() > 0 or bad_norm:
-                self._stop_non_finite(step_metrics["loss"].item(), float(grad_norm),
-                                      {k: v.item() for k, v in step_metrics.items()})
-            self.optimizer.step()
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.ema is not None:
-                self.ema.update(acc.unwrap_model(self.model), self.step)
-            self.step += 1
-            bar.update(1)
-            step_metrics["grad_norm"] = torch.as_tensor(grad_norm, dtype=torch.float32, device=acc.device)
-            for name, value in step_metrics.items():
-                sums[name] = sums.get(name, 0.0) + value
-            count += 1
+        try:
+            while self.step < cfg.steps:
+                lr = set_lr(self.optimizer, self.step, cfg)
+                for name, value in self._optimizer_step(batches).items():
+                    sums[name] = sums.get(name, 0.0) + value
+                count += 1
+                bar.update(1)
+                final = self.step == cfg.steps
+                if self.step % cfg.log_every == 0 or final:
+                    names = sorted(sums)
+                    means = acc.reduce(torch.stack([sums[n] / count for n in names]), reduction="mean").tolist()
+                    elapsed = time.perf_counter() - t_last
+                    last_metrics = {**dict(zip(names, means, strict=True)), "lr": lr, "skipped": self._skipped(),
+                                    "samples_per_s": cfg.batch_size * (self.step - step_last) / max(elapsed, 1e-9)}
+                    if self.logger is not None:
+                        self.logger.log(self.step, last_metrics)
+                    bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", lr=f"{lr:.2e}",
+                                    sps=f"{last_metrics['samples_per_s']:.1f}", refresh=False)
+                    sums, count, t_last, step_last = {}, 0, time.perf_counter(), self.step
+                hook_metrics = self._run_hooks(final)
+                if hook_metrics and self.logger is not None:
+                    self.logger.log(self.step, hook_metrics)
+                if final or (cfg.save_every > 0 and self.step % cfg.save_every == 0):
+                    self.save_checkpoint()
+        finally:
+            bar.close()
+            if self.logger is not None:
+                self.logger.close()
+        return TrainResult(self.step, self.last_checkpoint, last_metrics, self._skipped(), acc.is_main_process)
 
-            final = self.step == cfg.steps
-            if self.step % cfg.log_every == 0 or final:
-                names = sorted(sums)
-                means = acc.reduce(torch.stack([sums[n] / count for n in names]), reduction="mean").tolist()
-                skipped = int(acc.reduce(torch.tensor(self.position.skipped, device=acc.device), "sum").item())
-                elapsed = time.perf_counter() - t_last
-                last_metrics = {**dict(zip(names, means, strict=True)), "lr": lr, "skipped": skipped,
-                                "samples_per_s": cfg.batch_size * (self.step - step_last) / max(elapsed, 1e-9)}
-                if self.logger is not None:
-                    self.logger.log(self.step, last_metrics)
-                bar.set_postfix(loss=f"{last_metrics['loss']:.4f}", lr=f"{lr:.2e}",
-                                sps=f"{last_metrics['samples_per_s']:.1f}", refresh=False)
-                sums, count, t_last, step_last = {}, 0, time.perf_counter(), self.step
-            hook_metrics = self._run_hooks(final)
-            if hook_metrics and self.logger is not None:
-                self.logger.log(self.step, hook_metrics)
-            if final or (cfg.save_every > 0 and self.step % cfg.save_every == 0):
-                self.save_checkpoint()
-        bar.close()
-        if self.logger is not None:
-            self.logger.close()
-        skipped = int(acc.reduce(torch.tensor(self.position.skipped, device=acc.device), "sum").item())
-        return TrainResult(self.step, self.last_checkpoint, last_metrics, skipped, acc.is_main_process)
+    def _skipped(self) -> int:
+        """Unreadable samples skipped so far, all processes together (collective)."""
+        count = torch.tensor(self.position.skipped, device=self.accelerator.device)
+        return int(self.accelerator.reduce(count, reduction="sum").item())
 
 
 def train(model: nn.Module, loss_fn: LossFn, source: Source, cfg: TrainConfig, hooks: list[Hook] | tuple = (),
