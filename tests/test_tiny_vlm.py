@@ -81,6 +81,17 @@ def test_unknown_words_become_unk_and_captions_refuse_them():
         caption_batch(backbone, ["a zebra"], num_image_tokens=4)
 
 
+def test_small_vlm_is_seeded_and_starts_with_position_codes():
+    a, b, c = (build_small_vlm(SMALL_VLM_PRESETS["toy"], seed=s) for s in (0, 0, 1))
+    state_a, state_b, state_c = (m.model.state_dict() for m in (a, b, c))
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a)
+    assert any(not torch.equal(state_a[k], state_c[k]) for k in state_a)
+    codes = a.model.model.vision_tower.embeddings.position_embeddings[0, 1:]
+    assert codes.shape[0] == (32 // 4) ** 2 and len({tuple(row.tolist()) for row in codes}) == codes.shape[0]
+    assert a.vision.stride == 8 and a.vision.image_size == 32
+    assert build_small_vlm(SMALL_VLM_PRESETS["small"]).vision.grid_size(128, 128) == (8, 8)
+
+
 def test_caption_batch_labels_only_the_answer(world):
     backbone = build_small_vlm(SMALL_VLM_PRESETS["toy"])
     captions = [world.sample(i).caption for i in range(3)]

@@ -32,6 +32,9 @@ IMAGE_START, IMAGE_END, IMAGE_CONTEXT = "<img>", "</img>", "<IMG_CONTEXT>"
 QWEN_IMAGE_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>")
 SPECIAL_TOKENS = (PAD_TOKEN, UNK_TOKEN, TURN_START, TURN_END, IMAGE_START, IMAGE_END, IMAGE_CONTEXT, *QWEN_IMAGE_TOKENS)
 
+#: amplitude of the initial ViT position codes: about the spread of the initial patch embeddings
+POSITION_CODE_SCALE = 0.5
+
 #: the user instruction of the understanding task (image -> full scene caption)
 DESCRIBE_INSTRUCTION = "Describe the image."
 
@@ -192,12 +195,31 @@ def shapes_tokenizer() -> PreTrainedTokenizerFast:
     return build_word_tokenizer([" ".join(vocabulary_words())])
 
 
+def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
+    """[height * width, dim] fixed 2-D sine-cosine position codes in raster order (half the channels per axis)."""
+    if dim % 4:
+        raise ValueError(f"2-D sine-cosine codes need a width divisible by 4, got {dim}")
+    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
+    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
+                                indexing="ij")
+    angles = [axis.reshape(-1, 1) * frequencies for axis in (rows, cols)]
+    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1).float()
+
+
 def build_small_vlm(config: SmallVLMConfig, seed: int = 0) -> TinyVLMBackbone:
-    """A freshly initialized small VLM (random weights from `seed`) with the ShapesWorld tokenizer."""
+    """A freshly initialized small VLM (random weights from `seed`) with the ShapesWorld tokenizer.
+
+    The ViT's learned position embeddings start from 2-D sine-cosine codes instead of HF's zeros, so locations
+    are visible from the first step (captions name where each object is); they are trained like any weight."""
     tokenizer = shapes_tokenizer()
     hf_config = tiny_internvl_config(
         tokenizer, image_size=config.image_size, patch_size=config.patch_size, vision_width=config.vision_width,
         vision_layers=config.vision_layers, vision_heads=config.vision_heads, text_width=config.text_width,
         text_layers=config.text_layers, text_heads=config.text_heads, kv_heads=config.kv_heads,
     )
-    return TinyVLMBackbone(seeded_model(InternVLForConditionalGeneration, hf_config, seed), tokenizer)
+    model = seeded_model(InternVLForConditionalGeneration, hf_config, seed)
+    side = config.image_size // config.patch_size
+    with torch.no_grad():
+        codes = model.model.vision_tower.embeddings.position_embeddings
+        codes[0, 1:] = POSITION_CODE_SCALE * sincos_2d(side, side, config.vision_width)
+    return TinyVLMBackbone(model, tokenizer)
