@@ -12,7 +12,6 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-from vgt.commands.train_toy import DenoisingLoss, ToyAutoencoder, build_toy_model
 from vgt.data.sources import ImageFolderSource
 from vgt.train import (
     Hook,
@@ -25,6 +24,7 @@ from vgt.train import (
     train,
 )
 from vgt.train import checkpoint as ckpt
+from vgt.train.toy import DenoisingLoss, ToyAutoencoder, build_toy_model
 
 
 @pytest.fixture(scope="module")

@@ -1,99 +1,24 @@
-"""`vgt train toy`: a tiny denoising autoencoder trained through the shared engine.
+"""`vgt train toy`: a tiny denoising autoencoder (vgt.train.toy) trained through the shared engine.
 
-It exists to show (and test) the engine end to end on any machine: same flags as the real stages, one or many
-processes (`accelerate launch --cpu --num_processes 2 -m vgt train toy ...`), checkpoints, exact resume, EMA,
-hooks. It is not a model anyone needs.
+Same flags as the real stages; runs as one process or many
+(`accelerate launch --cpu --num_processes 2 -m vgt train toy ...`). An engine demo and smoke test.
 """
 
 from __future__ import annotations
 
 import argparse
 
-import torch
-from torch import nn
-
-
-class ToyAutoencoder(nn.Module):
-    """Conv encoder (stride 4) -> conv decoder, images in [-1, 1]."""
-
-    def __init__(self, width: int = 16, dropout: float = 0.0):
-        super().__init__()
-        self.encoder = nn.Sequential(
-            nn.Conv2d(3, width, 3, stride=2, padding=1), nn.GroupNorm(4, width), nn.SiLU(),
-            nn.Conv2d(width, 2 * width, 3, stride=2, padding=1), nn.SiLU(), nn.Dropout(dropout),
-        )
-        self.decoder = nn.Sequential(
-            nn.ConvTranspose2d(2 * width, width, 4, stride=2, padding=1), nn.GroupNorm(4, width), nn.SiLU(),
-            nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1), nn.Tanh(),
-        )
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.decoder(self.encoder(images))
-
-
-def build_toy_model(width: int, dropout: float, seed: int) -> ToyAutoencoder:
-    """Initialised from `seed` without touching the caller's global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return ToyAutoencoder(width, dropout)
-
-
-class DenoisingLoss:
-    """MSE between the reconstruction of a noised image and the clean image (noise drawn from ctx.generator)."""
-
-    def __init__(self, noise: float):
-        self.noise = noise
-
-    def __call__(self, model, batch, ctx):
-        images = batch["image"]
-        noisy = images + self.noise * torch.randn(images.shape, generator=ctx.generator, device=images.device)
-        recon = model(noisy).float()
-        loss = torch.nn.functional.mse_loss(recon, images)
-        psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(recon.detach(), images).clamp_min(1e-10))
-        return loss, {"psnr": psnr}
-
-
-class ReconstructionSamples:
-    """Hook: reconstruct a fixed batch with the evaluation weights and save originals | reconstructions."""
-
-    def __init__(self, images: torch.Tensor):
-        self.images = images
-
-    def __call__(self, ctx) -> dict:
-        from vgt.data.transforms import to_pil
-
-        with ctx.eval_model() as model, torch.no_grad():
-            images = self.images.to(ctx.accelerator.device)
-            recon = model(images).float()
-        grid = torch.cat([torch.cat(list(images), dim=2), torch.cat(list(recon), dim=2)], dim=1)
-        out = ctx.run_dir / "samples" / f"step_{ctx.step:08d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        to_pil(grid).save(tmp, format="PNG")
-        tmp.replace(out)
-        return {"mse": torch.nn.functional.mse_loss(recon, images).item()}
-
-
-def _first_images(source, n: int) -> torch.Tensor:
-    """`n` readable images from the start of a source (a fixed batch for the sample hook)."""
-    images = []
-    for _, item in source.stream(0, 1, seed=12345):
-        if isinstance(item, dict):
-            images.append(item["image"])
-        if len(images) == n:
-            return torch.stack(images)
-    raise ValueError("the data source has no readable images")
-
 
 def run_train_toy(args: argparse.Namespace) -> int:
     from vgt.data.sources import build_source
     from vgt.train import Hook, config_from_args, train
+    from vgt.train.toy import DenoisingLoss, ReconstructionSamples, build_toy_model, first_images
 
     cfg = config_from_args(args)
     specs = args.data or ["shapes"]
     source = build_source(specs, args.resolution, args.data_weights)
     model = build_toy_model(args.width, args.dropout, cfg.seed)
-    hooks = [Hook(ReconstructionSamples(_first_images(source, 4)), name="samples")]
+    hooks = [Hook(ReconstructionSamples(first_images(source, 4)), name="samples")]
     toy = {"toy": {"data": specs, "data_weights": args.data_weights, "resolution": args.resolution,
                    "width": args.width, "dropout": args.dropout, "noise": args.noise}}
     result = train(model, DenoisingLoss(args.noise), source, cfg, hooks=hooks, extra_config=toy)

@@ -146,9 +146,10 @@ class Trainer:
         resume_from = self._resume_checkpoint()
         if resume_from is not None:
             ckpt.load_weights(model, resume_from / ckpt.MODEL_FILE)
-        self.ema = EMA(model, cfg.ema_decay, cfg.ema_start) if cfg.ema_decay > 0 else None
         optimizer = build_optimizer(model, cfg)
         self.model, self.optimizer = acc.prepare(model, optimizer)
+        # after prepare, so the average lives on the training device
+        self.ema = EMA(acc.unwrap_model(self.model), cfg.ema_decay, cfg.ema_start) if cfg.ema_decay > 0 else None
         self.step = 0
         num_parts = acc.num_processes * max(1, cfg.num_workers)
         self.position = StreamPosition(num_parts)
@@ -295,9 +296,12 @@ class Trainer:
                 metrics_sum[name] = metrics_sum.get(name, 0.0) + value / cfg.grad_accum
         grad_norm = acc.clip_grad_norm_(self.model.parameters(), cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
         grad_norm = torch.as_tensor(grad_norm, dtype=torch.float32, device=acc.device)
-        bad_loss = acc.reduce((~torch.isfinite(metrics_sum["loss"])).float(), reduction="sum").item() > 0
-        bad_norm = cfg.precision != "fp16" and not torch.isfinite(grad_norm).item()  # fp16: the scaler skips
-        if bad_loss or bad_norm:
+        # one collective + one host sync per step: any process with a non-finite loss stops every process; a
+        # non-finite gradient norm too, except in fp16 where the grad scaler skips such steps by design
+        bad = (~torch.isfinite(metrics_sum["loss"])).float()
+        if cfg.precision != "fp16":
+            bad = bad + (~torch.isfinite(grad_norm)).float()
+        if acc.reduce(bad, reduction="sum").item() > 0:
             self._stop_non_finite(metrics_sum["loss"].item(), grad_norm.item(),
                                   {k: v.item() for k, v in metrics_sum.items()})
         self.optimizer.step()
