@@ -93,7 +93,8 @@ def test_training_layout_is_causal_with_padding_and_contiguous_positions():
     mask = torch.tensor([[0, 1, 1], [1, 1, 1]])
     layout = training_layout(mask, num_tokens=2)
     assert layout.position.tolist() == [[0, 0, 1, 2, 3, 4, 5, 6], [0, 1, 2, 3, 4, 5, 6, 7]]
-    allowed = layout.attention_bias(0, 8, torch.float32)[:, 0] == 0
+    allowed = layout.allowed(0, 8)[:, 0]
+    assert torch.equal(layout.attention_bias(0, 8, torch.float32)[:, 0] == 0, allowed)
     causal = torch.ones(8, 8).tril().bool()
     assert torch.equal(allowed[1], causal)
     expected0 = causal.clone()
@@ -125,7 +126,7 @@ def test_decoding_layout_matches_the_documented_rule():
     pos = [0, 1, 2] + [3 + 2 * j + (k == "e") for k, j, _ in kinds[3:]]
     assert layout.position[0].tolist() == pos
     assert ends == [5, 10, 14]
-    got = layout.attention_bias(0, ends[-1], torch.float32)[0, 0] == 0
+    got = layout.allowed(0, ends[-1])[0, 0]
     assert torch.equal(got, reference_allowed(kinds, pos))
 
 

@@ -127,11 +127,27 @@ class VGTForGeneration(nn.Module):
             return z
         return normalize_latents(z.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)
 
+    @property
+    def attention_implementation(self) -> str:
+        """The HF attention kernel of the language model ("sdpa", "eager", ...). The decoder needs custom 4-D masks,
+        which flash-attention kernels do not take."""
+        config = getattr(getattr(self.llm, "language_model", None), "config", None)
+        implementation = getattr(config, "_attn_implementation", None) or "eager"
+        if "flash" in implementation:
+            raise ValueError(
+                f"VGT-AR needs custom 4-D attention masks, which the {implementation!r} kernel does not support; "
+                "load the backbone with attn_implementation='sdpa' (or 'eager')"
+            )
+        return implementation
+
     def run_llm(self, embeds: torch.Tensor, layout: SlotLayout, start: int, end: int, cache=None,
                 use_cache: bool = False):
         """Language model over slots start..end-1 of `layout` (slots before `start` come from `cache`)."""
-        bias = layout.attention_bias(start, end, dtype=embeds.dtype)
-        return self.llm(inputs_embeds=embeds, attention_mask=bias, position_ids=layout.position[:, start:end],
+        if self.attention_implementation == "eager":
+            mask = layout.attention_bias(start, end, dtype=embeds.dtype)
+        else:  # sdpa / flex take boolean masks (True = attend), as transformers itself builds them
+            mask = layout.allowed(start, end)
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=layout.position[:, start:end],
                         past_key_values=cache, use_cache=use_cache)
 
     # ---- training ----------------------------------------------------------------------------------------------

@@ -52,19 +52,22 @@ class SlotLayout:
     valid: torch.Tensor
     group: torch.Tensor
 
-    def attention_bias(self, start: int, end: int, dtype: torch.dtype) -> torch.Tensor:
-        """Additive mask [B, 1, end - start, end] for the slots start..end-1 attending to slots 0..end-1."""
+    def allowed(self, start: int, end: int) -> torch.Tensor:
+        """Boolean mask [B, 1, end - start, end]: may slot start..end-1 attend to slot 0..end-1."""
         q_pos, k_pos = self.position[:, start:end, None], self.position[:, None, :end]
         q_group, k_group = self.group[start:end, None], self.group[None, :end]
         q_slot = torch.arange(start, end, device=self.group.device)[:, None]
         k_slot = torch.arange(end, device=self.group.device)[None, :]
         same_group_query = (k_group == q_group) & (k_group != NO_GROUP) & (k_slot != q_slot)
         allowed = self.valid[:, start:end, None] & self.valid[:, None, :end] & (k_pos <= q_pos) & (k_slot <= q_slot)
-        allowed = allowed & ~same_group_query
-        allowed = allowed | (k_slot == q_slot)
+        allowed = (allowed & ~same_group_query) | (k_slot == q_slot)
+        return allowed[:, None]
+
+    def attention_bias(self, start: int, end: int, dtype: torch.dtype) -> torch.Tensor:
+        """The same mask as an additive bias (0 where allowed, the dtype's minimum elsewhere) for eager attention."""
+        allowed = self.allowed(start, end)
         bias = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
-        bias.masked_fill_(~allowed, torch.finfo(dtype).min)
-        return bias[:, None]
+        return bias.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
 def prompt_slots(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
