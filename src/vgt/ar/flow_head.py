@@ -97,8 +97,9 @@ class FlowHead(nn.Module):
             nn.init.zeros_(layer.bias)
 
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
-        x = self.input_proj(x_t)
-        y = self.time_embed(t) + self.cond_embed(condition)
+        dtype = self.input_proj.weight.dtype
+        x = self.input_proj(x_t.to(dtype))
+        y = self.time_embed(t) + self.cond_embed(condition.to(dtype))
         for block in self.res_blocks:
             x = block(x, y)
         return self.final_layer(x, y)

@@ -128,7 +128,10 @@ class VGTPipeline:
             (staging / PIPELINE_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu") -> VGTPipeline:
+    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+                        dtype: torch.dtype = torch.float32) -> VGTPipeline:
+        """Load a pipeline folder. `dtype` (e.g. torch.bfloat16 on a GPU) applies to every weight; sampling
+        arithmetic of the head samplers stays in float32."""
         from vgt.ae.model import VGTAutoencoder
         from vgt.backbones.registry import load_backbone
 
@@ -147,6 +150,8 @@ class VGTPipeline:
         config = ARConfig.load(directory / GENERATOR_DIR / CONFIG_NAME)
         model = VGTForGeneration(config, backbone, ae=ae)
         load_generator_state(model, directory / GENERATOR_DIR / WEIGHTS_NAME)
+        model.to(dtype)
+        ae.to(dtype)
         return cls(model, ae).to(device)
 
     # ---- generation ------------------------------------------------------------------------------------------------

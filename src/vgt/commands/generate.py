@@ -15,9 +15,12 @@ def _device(name: str):
 
 
 def _load_pipeline(args: argparse.Namespace):
+    import torch
+
     from vgt.ar.pipeline import VGTPipeline, default_model_dir
 
-    return VGTPipeline.from_pretrained(args.model or default_model_dir(), device=_device(args.device))
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
+    return VGTPipeline.from_pretrained(args.model or default_model_dir(), device=_device(args.device), dtype=dtype)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -146,6 +149,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--sampler", choices=("sde", "euler", "heun"), help="flow-head sampler")
     g.add_argument("--size", type=int, help="image height and width in pixels (a multiple of the AE stride)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
+    g.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="weight precision")
 
 
 def add_commands(tree) -> None:
