@@ -1,7 +1,7 @@
 """`vgt train toy`: a tiny denoising autoencoder (vgt.train.toy) trained through the shared engine.
 
 Same flags as the real stages; runs as one process or many
-(`accelerate launch --cpu --num_processes 2 -m vgt train toy ...`). An engine demo and smoke test.
+(`torchrun --standalone --nproc_per_node 2 -m vgt train toy ...`). An engine demo and smoke test.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ def run_train_toy(args: argparse.Namespace) -> int:
     from vgt.train import Hook, config_from_args, train
     from vgt.train.toy import DenoisingLoss, ReconstructionSamples, build_toy_model, first_images
 
-    cfg = config_from_args(args)
+    cfg = config_from_args(args, eval_every=100)  # reconstruction samples every 100 steps unless --eval-every
     specs = args.data or ["shapes"]
     source = build_source(specs, args.resolution, args.data_weights)
     model = build_toy_model(args.width, args.dropout, cfg.seed)

@@ -108,6 +108,14 @@ def _make_accelerator(precision: str, find_unused_parameters: bool) -> Accelerat
     if shared and shared.get("_mixed_precision") != _mixed_precision(precision) and PartialState().num_processes == 1:
         AcceleratorState._reset_state()
     launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if os.environ.get("ACCELERATE_USE_CPU") == "True" and "MASTER_ADDR" in os.environ and launched == 1 and not any(
+        v in os.environ for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
+    ):
+        raise RuntimeError(
+            "`accelerate launch --cpu --num_processes N` starts a single process (without mpirun accelerate cannot "
+            "start several CPU processes). For N processes on CPU use `torchrun --standalone --nproc_per_node N "
+            "-m vgt ...` or `accelerate launch --multi_gpu --num_processes N -m vgt ...` (CPU + gloo without GPUs)."
+        )
     accelerator = Accelerator(
         mixed_precision=_mixed_precision(precision),
         # torchrun on a machine without GPUs: accelerate only joins the process group when told to use the CPU
@@ -117,7 +125,7 @@ def _make_accelerator(precision: str, find_unused_parameters: bool) -> Accelerat
     if accelerator.num_processes != launched:
         raise RuntimeError(
             f"launched as {launched} processes but accelerate set up {accelerator.num_processes}; launch with "
-            "`accelerate launch` (add --cpu on machines without GPUs) or check the distributed environment"
+            "torchrun or `accelerate launch --multi_gpu`, or check the distributed environment"
         )
     return accelerator
 
