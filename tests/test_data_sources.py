@@ -79,6 +79,9 @@ def test_webdataset_shards_are_split_across_ranks_and_workers_without_overlap(sh
     assert sum(len(v) for v in seen.values()) == 6  # disjoint
     with pytest.raises(ValueError, match="cannot feed 8 readers"):
         next(source.stream(0, 8, seed=0))
+    listed = shards / "shards.txt"
+    listed.write_text("".join(f"{shards / f'train-{s:04d}.tar'}\n" for s in range(6)))
+    assert WebDatasetSource(str(listed), resolution=8).urls == source.urls
 
 
 def test_webdataset_stream_continues_exactly_from_a_cursor(shards):

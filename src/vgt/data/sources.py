@@ -185,7 +185,8 @@ def image_sample(raw: dict, resolution: int, rng: np.random.Generator) -> Sample
 
 
 class WebDatasetSource(Source):
-    """Tar shards in the WebDataset layout (files `KEY.jpg`, `KEY.txt`, ... grouped by KEY).
+    """Tar shards in the WebDataset layout (files `KEY.jpg`, `KEY.txt`, ... grouped by KEY). `urls`: a brace
+    pattern (`data/train-{000000..000099}.tar`, `::` joins several), a list, or a `.txt` file listing one per line.
 
     Shards are dealt to partitions round-robin (shard i -> partition i % P), so ranks and workers never read the
     same shard; there must be at least as many shards as readers. Each epoch a partition visits its shards in a
@@ -202,6 +203,8 @@ class WebDatasetSource(Source):
     ):
         from webdataset.shardlists import expand_urls
 
+        if isinstance(urls, str) and urls.endswith(".txt") and Path(urls).is_file():  # a shard list, one per line
+            urls = [line.strip() for line in Path(urls).read_text().splitlines() if line.strip()]
         self.urls = list(expand_urls(urls)) if isinstance(urls, str) else [str(u) for u in urls]
         if not self.urls:
             raise ValueError(f"no shards in {urls!r}")
@@ -297,8 +300,8 @@ class MixSource(Source):
 
 
 def parse_source(spec: str, resolution: int) -> Source:
-    """A source from a CLI spec: `shapes`, `shapes:caption`, `folder:DIR`, `wds:SHARDS` (brace patterns such
-    as `data/train-{000000..000099}.tar` allowed), or `latents:DIR` (a latent cache)."""
+    """A source from a CLI spec: `shapes`, `shapes:caption`, `folder:DIR`, `wds:SHARDS` (a brace pattern such
+    as `data/train-{000000..000099}.tar`, or a .txt shard list), or `latents:DIR` (a latent cache)."""
     kind, _, arg = spec.partition(":")
     if kind == "shapes":
         return ShapesSource(resolution, text=arg or "prompt")

@@ -205,7 +205,13 @@ class Trainer:
                 f"resume with the same (now {acc.num_processes} process(es), batch {self.cfg.batch_size})"
             )
         rank_state = ckpt.load_state_file(path / ckpt.rank_file(acc.process_index))
-        self.optimizer.load_state_dict(rank_state["optimizer"] if self.fsdp else trainer["optimizer"])
+        try:
+            self.optimizer.load_state_dict(rank_state["optimizer"] if self.fsdp else trainer["optimizer"])
+        except ValueError as err:
+            raise ValueError(
+                f"{path}: the optimizer state does not fit this model's parameter groups ({err}); the trainable "
+                "parameters, --weight-decay grouping or --lr-mult prefixes changed since it was saved"
+            ) from None
         self.step = trainer["step"]
         if acc.scaler is not None and trainer.get("grad_scaler") is not None:
             acc.scaler.load_state_dict(trainer["grad_scaler"])
