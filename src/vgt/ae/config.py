@@ -134,9 +134,9 @@ STAGE_PRESETS: dict[str, dict[str, Any]] = {
         image_size=448,
     ),
     # CPU scale: no GAN by default (too few steps for it to help), same regularisers.
-    "cpu-stage1": dict(stage=1, distill_weight=1.0, gan_weight=0.0, image_size=224, discriminator_lr=2e-4),
+    "cpu-stage1": dict(stage=1, distill_weight=1.0, gan_weight=0.0, image_size=128, discriminator_lr=2e-4),
     "cpu-stage2": dict(stage=2, channel_norm=True, noise_gamma=0.1, distill_weight=0.1, gan_weight=0.0,
-                       image_size=224, discriminator_lr=2e-4),
+                       image_size=128, discriminator_lr=2e-4),
 }
 
 

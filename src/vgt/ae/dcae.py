@@ -36,17 +36,18 @@ DCAE_F32C32_SANA_1_1: dict[str, Any] = {
     "scaling_factor": 0.41407,
 }
 
-# A CPU-sized DC-AE with the same block types: stride 16 (5 levels), ~1.5M decoder parameters.
+# A CPU-sized DC-AE with the same block types, stride 16 (5 levels): thin at full resolution (where CPU time goes),
+# wider and deeper at the latent resolutions; ~3.5M decoder parameters.
 DCAE_SMALL_CPU: dict[str, Any] = {
     "in_channels": 3,
     "latent_channels": 32,
     "attention_head_dim": 16,
     "encoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 2,
     "decoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 2,
-    "encoder_block_out_channels": [32, 64, 64, 128, 128],
-    "decoder_block_out_channels": [32, 64, 64, 128, 128],
-    "encoder_layers_per_block": [1, 1, 1, 1, 1],
-    "decoder_layers_per_block": [1, 1, 1, 1, 1],
+    "encoder_block_out_channels": [16, 32, 64, 128, 256],
+    "decoder_block_out_channels": [16, 32, 64, 128, 256],
+    "encoder_layers_per_block": [1, 1, 1, 2, 2],
+    "decoder_layers_per_block": [1, 1, 1, 2, 2],
     "encoder_qkv_multiscales": [[], [], [], [5], [5]],
     "decoder_qkv_multiscales": [[], [], [], [5], [5]],
     "upsample_block_type": "interpolate",
