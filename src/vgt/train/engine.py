@@ -297,7 +297,13 @@ class Trainer:
         acc, cfg = self.accelerator, self.cfg
         metrics_sum: dict[str, torch.Tensor] = {}
         for micro in range(cfg.grad_accum):
-            batch = self.position.advance(next(batches))
+            try:
+                batch = self.position.advance(next(batches))
+            except StopIteration:
+                raise RuntimeError(
+                    f"the data source ended after {self.position.batches} batches; training sources must repeat "
+                    "(Source.stream is called with repeat=True)"
+                ) from None
             batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             context = StepContext(self.step, micro, self._generator(micro), acc.device, acc)
             sync = micro == cfg.grad_accum - 1  # gradients are all-reduced only on the last micro-step
