@@ -200,3 +200,13 @@ def test_two_process_ddp_matches_one_process_from_the_cli(folder, tmp_path):
     before = losses(tmp_path / "two")
     _toy_cli(tmp_path / "two", 2)
     assert losses(tmp_path / "two") == before
+
+
+def test_single_process_cpu_launch_asking_for_several_processes_is_refused(monkeypatch):
+    from vgt.train.engine import _make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu --num_processes 2` sets
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(RuntimeError, match="torchrun --standalone --nproc_per_node N"):
+        _make_accelerator("fp32", False)
