@@ -287,3 +287,18 @@ def test_other_backbones_and_attention_kernels(kind):
     cached = decode(m, tokens_per_step=4, return_query_states=True)
     full = decode(m, tokens_per_step=4, return_query_states=True, use_cache=False)
     assert torch.allclose(cached.query_states, full.query_states, atol=1e-5)
+
+
+def test_presets_and_config_round_trip(tmp_path):
+    from vgt.ar.config import AR_PRESETS, ar_preset
+
+    for name in AR_PRESETS:
+        config = ar_preset(name, hidden_size=64)
+        assert config.head.cond_dim == 64 and config.head.latent_channels == 32
+        config.save(tmp_path / f"{name}.json")
+        assert ARConfig.load(tmp_path / f"{name}.json") == config
+    assert ar_preset("vgt-1.6b", hidden_size=1536).head.width == 1536
+    with pytest.raises(ValueError, match="unknown VGT-AR preset"):
+        ar_preset("huge", hidden_size=64)
+    with pytest.raises(ValueError, match="unknown ARConfig fields"):
+        ARConfig.from_dict({"hidden_size": 8, "heads": 3})
