@@ -77,7 +77,7 @@ def test_resume_is_exact_with_data_workers(folder, tmp_path):
     full, cut = tmp_path / "full", tmp_path / "cut"
     run(folder, full, steps=6, save_every=3, num_workers=2)
     shutil.copytree(full, cut)
-    shutil.rmtree(cut / "checkpoints/step_00000004")
+    shutil.rmtree(cut / "checkpoints/step_00000006")
     run(folder, cut, steps=6, save_every=3, num_workers=2)
     assert losses(cut) == losses(full)
 
