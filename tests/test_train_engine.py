@@ -1,10 +1,8 @@
-"""The training engine end to end on a toy model: exact resume, accumulation, EMA export, failure handling, DDP."""
+"""The training engine end to end on a toy model: exact resume, accumulation, EMA export, failure handling.
+(Multi-process runs: test_train_ddp.py.)"""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -27,10 +25,8 @@ from vgt.train import checkpoint as ckpt
 from vgt.train.toy import DenoisingLoss, ToyAutoencoder, build_toy_model
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
+def write_folder(root):
     """24 random non-square RGB images with captions, HF imagefolder layout."""
-    root = tmp_path_factory.mktemp("images")
     rng = np.random.default_rng(0)
     with open(root / "metadata.jsonl", "w") as f:
         for i in range(24):
@@ -38,6 +34,11 @@ def folder(tmp_path_factory):
             Image.fromarray(array).save(root / f"{i:03d}.png")
             f.write(json.dumps({"file_name": f"{i:03d}.png", "text": f"image {i}"}) + "\n")
     return root
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    return write_folder(tmp_path_factory.mktemp("images"))
 
 
 def run(folder, run_dir, dropout=0.2, noise=0.1, **overrides):
@@ -170,43 +171,3 @@ def test_resume_never_refuses_to_overwrite_and_explicit_resume_checks_world(fold
         run(folder, tmp_path, steps=4, ema_decay=0.0, resume="never")
     with pytest.raises(ValueError, match="global batch"):
         run(folder, tmp_path, steps=4, ema_decay=0.0, batch_size=8)
-
-
-def _toy_cli(run_dir, processes):
-    args = ["-m", "vgt", "train", "toy", "--run-dir", str(run_dir), "--data", f"folder:{run_dir.parent / 'data'}",
-            "--resolution", "16", "--width", "8", "--steps", "4", "--batch-size", "8", "--noise", "0",
-            "--log-every", "1", "--save-every", "2"]
-    if processes == 1:
-        command = [sys.executable, *args]
-    else:  # torchrun; on a machine without GPUs the engine joins the gloo process group on CPU
-        command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                   str(processes), *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-def test_two_process_ddp_matches_one_process_from_the_cli(folder, tmp_path):
-    shutil.copytree(folder, tmp_path / "data")
-    _toy_cli(tmp_path / "one", 1)
-    _toy_cli(tmp_path / "two", 2)
-    assert json.loads((tmp_path / "two/run_info.json").read_text())["num_processes"] == 2
-    one = load_file(str(tmp_path / "one/checkpoints/step_00000004/model.safetensors"))
-    two = load_file(str(tmp_path / "two/checkpoints/step_00000004/model.safetensors"))
-    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
-    assert [round(x, 5) for _, x in losses(tmp_path / "one")] == [round(x, 5) for _, x in losses(tmp_path / "two")]
-    # the 2-process run resumes exactly as well
-    shutil.rmtree(tmp_path / "two/checkpoints/step_00000004")
-    before = losses(tmp_path / "two")
-    _toy_cli(tmp_path / "two", 2)
-    assert losses(tmp_path / "two") == before
-
-
-def test_single_process_cpu_launch_asking_for_several_processes_is_refused(monkeypatch):
-    from vgt.train.engine import _make_accelerator
-
-    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu --num_processes 2` sets
-    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
-    monkeypatch.delenv("WORLD_SIZE", raising=False)
-    with pytest.raises(RuntimeError, match="torchrun --standalone --nproc_per_node N"):
-        _make_accelerator("fp32", False)

@@ -1,0 +1,55 @@
+"""The engine from the CLI with 2 processes (torchrun, gloo on CPU): same weights as 1 process, exact resume."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from safetensors.torch import load_file
+from test_train_engine import losses, write_folder
+
+from vgt.cli import main
+
+
+def _toy_cli(run_dir, processes):
+    args = ["train", "toy", "--run-dir", str(run_dir), "--data", f"folder:{run_dir.parent / 'data'}",
+            "--resolution", "16", "--width", "8", "--steps", "4", "--batch-size", "8", "--noise", "0",
+            "--log-every", "1", "--save-every", "2"]
+    if processes == 1:
+        assert main(args) == 0
+        return
+    # torchrun; on a machine without GPUs the engine joins the gloo process group on CPU
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
+               "-m", "vgt", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+def test_two_process_ddp_matches_one_process_from_the_cli(tmp_path):
+    (tmp_path / "data").mkdir()
+    write_folder(tmp_path / "data")
+    _toy_cli(tmp_path / "one", 1)
+    _toy_cli(tmp_path / "two", 2)
+    assert json.loads((tmp_path / "two/run_info.json").read_text())["num_processes"] == 2
+    one = load_file(str(tmp_path / "one/checkpoints/step_00000004/model.safetensors"))
+    two = load_file(str(tmp_path / "two/checkpoints/step_00000004/model.safetensors"))
+    assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
+    assert [round(x, 5) for _, x in losses(tmp_path / "one")] == [round(x, 5) for _, x in losses(tmp_path / "two")]
+    # the 2-process run resumes exactly as well
+    shutil.rmtree(tmp_path / "two/checkpoints/step_00000004")
+    before = losses(tmp_path / "two")
+    _toy_cli(tmp_path / "two", 2)
+    assert losses(tmp_path / "two") == before
+
+
+def test_single_process_cpu_launch_asking_for_several_processes_is_refused(monkeypatch):
+    from vgt.train.engine import _make_accelerator
+
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu --num_processes 2` sets
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    with pytest.raises(RuntimeError, match="torchrun --standalone --nproc_per_node N"):
+        _make_accelerator("fp32", False)
