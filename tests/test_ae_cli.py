@@ -4,6 +4,7 @@ import json
 
 import pytest
 from PIL import Image
+from test_ae_model import single_thread  # noqa: F401 (autouse fixture)
 
 from vgt.backbones.tiny import tiny_internvl_backbone
 from vgt.cli import main

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from test_ae_model import single_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from vgt.ae.discriminator import BlurPool, DiscriminatorConfig, PatchDiscriminator

@@ -27,6 +27,15 @@ TINY_DCAE = {
 }
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def backbone():
     return tiny_internvl_backbone(image_size=32, seed=0)  # stride 8

@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from test_ae_model import TINY_DCAE, images
+from test_ae_model import TINY_DCAE, images, single_thread  # noqa: F401 (autouse fixture)
 
 from vgt.ae.config import ae_preset, stage_preset
 from vgt.ae.discriminator import DiscriminatorConfig
@@ -121,15 +121,15 @@ def test_tiny_overfit_through_the_engine(backbone, tmp_path):
     from vgt.data.sources import ShapesSource
     from vgt.train import preset, read_metrics, train
 
-    module = make_module(backbone, gan_weight=0.1, gan_start=20)
-    cfg = preset("toy", run_dir=str(tmp_path / "run"), steps=40, batch_size=4, lr=2e-3, min_lr=2e-3,
-                 warmup_steps=0, log_every=5, save_every=40, lr_multipliers=module.lr_multipliers(2e-3))
+    module = make_module(backbone, gan_weight=0.1, gan_start=15)
+    cfg = preset("toy", run_dir=str(tmp_path / "run"), steps=30, batch_size=4, lr=2e-3, min_lr=2e-3,
+                 warmup_steps=0, log_every=5, save_every=30, lr_multipliers=module.lr_multipliers(2e-3))
     result = train(module, ae_loss_fn, ShapesSource(32), cfg, find_unused_parameters=True)
     rows = [r for r in read_metrics(tmp_path / "run") if "rec_mse" in r]
     first, last = rows[0]["rec_mse"], rows[-1]["rec_mse"]
     assert last < 0.5 * first, (first, last)
     assert "gan_d" in rows[-1] and "lecam" in rows[-1]
-    fresh = make_module(backbone, gan_weight=0.1, gan_start=20)
+    fresh = make_module(backbone, gan_weight=0.1, gan_start=15)
     export_autoencoder(fresh, result.checkpoint, tmp_path / "model")
     exported = VGTAutoencoder.from_pretrained(tmp_path / "model", backbone=backbone).eval()
     trained = copy.deepcopy(module.ae).eval()
