@@ -54,11 +54,19 @@ def test_generate_without_a_model_is_a_clear_error(tmp_path, monkeypatch):
         main(["generate", "a red circle", "--out", str(tmp_path / "x.png")])
 
 
+ROWS = [{"tag": "single_object", "prompt": "a circle", "include": [{"class": "circle", "count": 1}]},
+        {"tag": "colors", "prompt": "a red square", "include": [{"class": "square", "count": 1, "color": "red"}]},
+        {"tag": "counting", "prompt": "two circles", "include": [{"class": "circle", "count": 2}]}]
+
+
+def write_prompts(path, rows=ROWS):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
 def test_sample_benchmark_writes_geneval_layout_and_resumes(model_dir, tmp_path, capsys):
-    prompts = tmp_path / "prompts.jsonl"
-    rows = [{"tag": "single_object", "prompt": "a circle", "include": [{"class": "circle", "count": 1}]},
-            {"tag": "colors", "prompt": "a red square", "include": [{"class": "square", "count": 1, "color": "red"}]}]
-    prompts.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    rows = ROWS[:2]
+    prompts = write_prompts(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out"
     args = ["sample-benchmark", "--prompts", str(prompts), "--out", str(out), "--n-per-prompt", "2",
             "--model", str(model_dir), "--steps", "2", "--tokens-per-step", "16"]
@@ -79,11 +87,14 @@ def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
     run = tmp_path / "run"
     args = ["train", "ar", "--backbone-path", str(model_dir / "backbone"), "--ae", str(model_dir / "ae"),
             "--run-dir", str(run), "--steps", "3", "--batch-size", "2", "--resolution", "32", "--log-every", "1",
-            "--eval-every", "3", "--sample-prompts", "a red circle", "--seed", "0"]
+            "--eval-every", "3", "--sample-prompts", "a red circle", "--seed", "0",
+            "--eval-prompts", str(write_prompts(tmp_path / "prompts.jsonl")), "--eval-max-prompts", "2"]
     assert main(args) == 0
     assert (run / "samples" / "step_00000003.png").is_file()
+    assert len(read_layout(run / "eval" / "step_00000003")) == 2
     metrics = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
+    assert any(0 <= m.get("shapes_eval/overall", -1) <= 1 for m in metrics)
     pipe = VGTPipeline.from_pretrained(run / "model")
     assert pipe.config.sampling.grid_size == 4
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]

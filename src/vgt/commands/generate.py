@@ -60,26 +60,15 @@ def run_generate(args: argparse.Namespace) -> int:
 
 
 def run_sample_benchmark(args: argparse.Namespace) -> int:
-    import torch
-    from tqdm.auto import tqdm
-
-    from vgt.eval.layout import prompt_dir, write_prompt_samples
+    from vgt.ar.benchmark import write_benchmark_samples
     from vgt.eval.shapes import read_prompts
 
     if args.n_per_prompt < 1:
         raise SystemExit(f"--n-per-prompt must be >= 1, got {args.n_per_prompt}")
     prompts = read_prompts(args.prompts)
     pipe = _load_pipeline(args)
-    done = 0
-    for index, metadata in enumerate(tqdm(prompts, desc="prompts", unit="prompt")):
-        if prompt_dir(args.out, index).exists() and not args.overwrite:
-            continue  # resume: a prompt directory appears complete or not at all
-        # One generator per prompt: the images of a prompt do not depend on batching, resuming or other prompts.
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + index)
-        images = pipe(metadata["prompt"], num_images_per_prompt=args.n_per_prompt, generator=generator,
-                      **_sampling_kwargs(args)).images
-        write_prompt_samples(args.out, index, metadata, images, overwrite=args.overwrite)
-        done += 1
+    done = write_benchmark_samples(pipe, list(enumerate(prompts)), args.out, args.n_per_prompt, seed=args.seed,
+                                   overwrite=args.overwrite, **_sampling_kwargs(args))
     print(f"wrote {done} prompt(s) ({len(prompts) - done} already present) to {args.out}")
     return 0
 
@@ -89,11 +78,13 @@ def run_train_ar(args: argparse.Namespace) -> int:
     from accelerate import PartialState
 
     from vgt.ae.model import VGTAutoencoder
+    from vgt.ar.benchmark import ShapesEvalHook, evenly_spaced
     from vgt.ar.config import ar_preset
     from vgt.ar.pipeline import VGTPipeline
     from vgt.ar.training import CPU_SMALL_TRAIN, ARLoss, SampleImages, build_generator
     from vgt.backbones.registry import load_backbone
     from vgt.data.sources import build_source
+    from vgt.eval.shapes import read_prompts
     from vgt.train import Hook, Trainer, config_from_args, load_checkpoint_weights
 
     backbone = load_backbone(args.backbone, args.backbone_path)
@@ -123,6 +114,9 @@ def run_train_ar(args: argparse.Namespace) -> int:
     hooks = []
     if args.sample_prompts:
         hooks.append(Hook(SampleImages(ae, args.sample_prompts, seed=0), name="samples"))
+    if args.eval_prompts:
+        prompts = evenly_spaced(read_prompts(args.eval_prompts), args.eval_max_prompts)
+        hooks.append(Hook(ShapesEvalHook(ae, prompts, n_per_prompt=args.eval_per_prompt), name="shapes_eval"))
     extra = {"ar": model.config.to_dict(), "data": specs, "resolution": args.resolution,
              "backbone_path": str(args.backbone_path), "ae": str(args.ae)}
     trainer = Trainer(model, ARLoss(ae), source, cfg, hooks, extra_config=extra)
@@ -187,5 +181,8 @@ def add_commands(tree) -> None:
     p.add_argument("--uncond-prob", type=float, help="caption dropout for classifier-free guidance (default 0.1)")
     p.add_argument("--timestep-shift", type=float, help="logit-normal timestep shift (default 1.4)")
     p.add_argument("--sample-prompts", nargs="+", help="prompts rendered into RUN_DIR/samples every --eval-every")
+    p.add_argument("--eval-prompts", help="prompt file (`vgt shapes prompts`): ShapesEval every --eval-every steps")
+    p.add_argument("--eval-max-prompts", type=int, help="evaluate this many prompts, evenly spread over the file")
+    p.add_argument("--eval-per-prompt", type=int, default=1, help="images per prompt in the training-time eval")
     p.add_argument("--export", help="pipeline folder written at the end (default RUN_DIR/model)")
     add_train_args(p, default_preset=None)
