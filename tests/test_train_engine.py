@@ -93,7 +93,7 @@ def test_run_directory_contents_and_ema_export(folder, tmp_path):
     config = json.loads((tmp_path / "config.json").read_text())
     info = json.loads((tmp_path / "run_info.json").read_text())
     assert config["train"]["ema_decay"] == 0.5 and info["seed"] == 3 and "torch" in info["versions"]
-    assert "git_revision" in info
+    assert "git_revision" in info and info["num_processes"] == 1 and info["distributed_type"] == "NO"
     assert {"step": 2, "probe/steps_seen": 2.0} in read_metrics(tmp_path)
     checkpoint = latest_checkpoint(tmp_path)
     meta = json.loads((checkpoint / "meta.json").read_text())

@@ -168,8 +168,10 @@ class Trainer:
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
-            write_run_info(self.run_dir, {"train": cfg.to_dict(), **(extra_config or {})}, cfg.seed,
-                           acc.num_processes)
+            setup = {"num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type.value),
+                     "device": str(acc.device), "mixed_precision": acc.mixed_precision,
+                     "resumed_from": str(resume_from) if resume_from else None}
+            write_run_info(self.run_dir, {"train": cfg.to_dict(), **(extra_config or {})}, cfg.seed, setup)
         self.logger = MetricsLogger(self.run_dir, self.step if resume_from else None) if acc.is_main_process else None
         self.loader = make_loader(source, self.micro_batch, cfg.seed, acc.process_index, acc.num_processes,
                                   cfg.num_workers, self.position, pin_memory=acc.device.type == "cuda")

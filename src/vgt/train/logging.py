@@ -47,14 +47,15 @@ def git_revision() -> str:
     return rev + ("-dirty" if dirty else "")
 
 
-def write_run_info(run_dir: Path, config: dict, seed: int, num_processes: int) -> None:
-    """config.json and run_info.json (rewritten on every start, so a resumed run records its latest launch)."""
+def write_run_info(run_dir: Path, config: dict, seed: int, setup: dict) -> None:
+    """config.json and run_info.json (rewritten on every start, so a resumed run records its latest launch).
+    `setup` describes the processes (count, distributed type, device, precision)."""
     write_json_atomic(run_dir / "config.json", config)
     write_json_atomic(
         run_dir / "run_info.json",
         {
             "seed": seed,
-            "num_processes": num_processes,
+            **setup,
             "versions": package_versions(),
             "git_revision": git_revision(),
             "command": sys.argv,
