@@ -111,3 +111,16 @@ def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
                  "--data", f"latents:{cache}", "--run-dir", str(run), "--steps", "2", "--batch-size", "2"]) == 0
     pipe = VGTPipeline.from_pretrained(run / "model")
     assert pipe.config.sampling.grid_size == 3  # the cache's 3x3 latents, not the default resolution
+
+
+def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(model_dir, model)
+    assert main(["sampling-defaults", "--model", str(model), "--cfg", "2.5", "--sampler", "heun", "--steps", "7"]) == 0
+    assert json.loads(capsys.readouterr().out)["guidance_scale"] == 2.5
+    sampling = VGTPipeline.from_pretrained(model).config.sampling
+    assert (sampling.guidance_scale, sampling.sampler, sampling.num_inference_steps) == (2.5, "heun", 7)
+    with pytest.raises(ValueError, match="num_inference_steps must be >= 1"):
+        main(["sampling-defaults", "--model", str(model), "--steps", "0"])

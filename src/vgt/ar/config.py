@@ -43,6 +43,11 @@ class SamplingConfig:
     grid_size: int = 16  # default latent grid (height = width = grid_size * AE stride)
 
     def __post_init__(self) -> None:
+        if self.guidance_scale < 0:
+            raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {self.guidance_scale}")
+        for name in ("num_inference_steps", "tokens_per_step", "grid_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r} is unknown; choose one of {SAMPLERS}")
         if self.order not in ORDERS:

@@ -73,6 +73,28 @@ def run_sample_benchmark(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_sampling_defaults(args: argparse.Namespace) -> int:
+    import dataclasses
+    import json
+
+    from vgt.ar.config import ARConfig, SamplingConfig
+    from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR, PIPELINE_FILE
+
+    if not (Path(args.model) / PIPELINE_FILE).is_file():
+        raise SystemExit(f"{args.model} is not a VGT pipeline folder (no {PIPELINE_FILE})")
+    path = Path(args.model) / GENERATOR_DIR / CONFIG_NAME
+    config = ARConfig.load(path)
+    changes = {name: value for name, value in (
+        ("guidance_scale", args.cfg), ("cfg_schedule", args.cfg_schedule), ("num_inference_steps", args.steps),
+        ("sampler", args.sampler), ("tokens_per_step", args.tokens_per_step), ("order", args.order),
+        ("grid_size", args.grid_size)) if value is not None}
+    if changes:
+        config.sampling = SamplingConfig(**{**dataclasses.asdict(config.sampling), **changes})
+        config.save(path)
+    print(json.dumps(dataclasses.asdict(config.sampling), indent=2))
+    return 0
+
+
 def run_train_ar(args: argparse.Namespace) -> int:
     import torch
     from accelerate import PartialState
@@ -166,6 +188,17 @@ def add_commands(tree) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed (prompt i uses its own generator)")
     p.add_argument("--overwrite", action="store_true", help="regenerate prompts that already exist")
     _add_sampling_args(p)
+
+    p = tree.command("sampling-defaults", run_sampling_defaults,
+                     "Show or change the sampling settings a VGT model uses when a caller does not give them.")
+    p.add_argument("--model", required=True, help="VGT pipeline folder")
+    p.add_argument("--cfg", type=float, help="guidance scale")
+    p.add_argument("--cfg-schedule", choices=("constant", "linear"))
+    p.add_argument("--steps", type=int, help="flow-head sampler steps")
+    p.add_argument("--sampler", choices=("sde", "euler", "heun"))
+    p.add_argument("--tokens-per-step", type=int)
+    p.add_argument("--order", choices=("random", "raster"))
+    p.add_argument("--grid-size", type=int, help="default latent grid side (image side = grid x AE stride)")
 
     p = tree.command("train ar", run_train_ar,
                      "Train VGT-AR: tune the VLM's language model to generate VGT-AE latents (QueryAR).")
