@@ -22,6 +22,15 @@ from vgt.data.transforms import prepare_image
 from vgt.train.loader import StreamPosition, make_loader
 
 
+@pytest.fixture(autouse=True)
+def single_thread():
+    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def png_bytes(rng, size=(24, 16)):
     buffer = io.BytesIO()
     Image.fromarray(rng.integers(0, 256, size=(size[1], size[0], 3), dtype=np.uint8)).save(buffer, format="PNG")
