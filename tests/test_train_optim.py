@@ -74,3 +74,18 @@ def test_config_validation_and_batch_split():
     assert cfg.micro_batch_size(3) == 2
     with pytest.raises(ValueError, match="divisible by 8"):
         cfg.micro_batch_size(4)
+
+
+def test_cli_flags_override_stage_values_which_override_the_preset():
+    import argparse
+
+    from vgt.train import PRESETS, add_train_args, config_from_args
+
+    parser = argparse.ArgumentParser()
+    add_train_args(parser, default_preset="ae-stage1")
+    args = parser.parse_args(["--run-dir", "r", "--lr", "5e-4", "--lr-mult", "encoder.=0.5", "--betas", "0.8", "0.9"])
+    cfg = config_from_args(args, warmup_steps=7, lr=1.0)
+    assert cfg.lr == 5e-4 and cfg.warmup_steps == 7 and cfg.betas == (0.8, 0.9)
+    assert cfg.lr_multipliers == {"encoder.": 0.5} and cfg.min_lr == PRESETS["ae-stage1"]["min_lr"]
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--run-dir", "r", "--lr-mult", "encoder"])
