@@ -274,6 +274,7 @@ class Trainer:
                 continue
             if not hook.main_process_only or self.accelerator.is_main_process:
                 metrics.update({f"{hook.name}/{k}": v for k, v in (hook.fn(self._hook_context()) or {}).items()})
+                self.model.train()  # whatever mode the hook left the model in
             self.accelerator.wait_for_everyone()
         return metrics
 
