@@ -86,7 +86,7 @@ def test_sample_benchmark_writes_geneval_layout_and_resumes(model_dir, tmp_path,
 def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
     run = tmp_path / "run"
     args = ["train", "ar", "--backbone-path", str(model_dir / "backbone"), "--ae", str(model_dir / "ae"),
-            "--run-dir", str(run), "--steps", "3", "--batch-size", "2", "--resolution", "32", "--log-every", "1",
+            "--run-dir", str(run), "--steps", "3", "--batch-size", "2", "--resolution", "16", "--log-every", "1",
             "--eval-every", "3", "--sample-prompts", "a red circle", "--seed", "0",
             "--eval-prompts", str(write_prompts(tmp_path / "prompts.jsonl")), "--eval-max-prompts", "2"]
     assert main(args) == 0
@@ -96,9 +96,9 @@ def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
     assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
     assert any(0 <= m.get("shapes_eval/overall", -1) <= 1 for m in metrics)
     pipe = VGTPipeline.from_pretrained(run / "model")
-    assert pipe.config.sampling.grid_size == 4
+    assert pipe.config.sampling.grid_size == 2  # 16 px / stride 8
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
-    assert image.size == (32, 32)
+    assert image.size == (16, 16)
 
 
 def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
