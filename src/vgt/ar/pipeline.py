@@ -12,7 +12,6 @@ Folder layout (`save_pretrained` / `from_pretrained`):
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,26 +24,13 @@ from safetensors.torch import load_file, save_file
 from vgt.ar.config import CFG_SCHEDULES, ORDERS, SAMPLERS, ARConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.ar.sampling import generate_latents
+from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir  # noqa: F401  (re-exported; the model used by default)
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT = "vgt-pipeline"
 GENERATOR_DIR, BACKBONE_DIR, AE_DIR = "generator", "backbone", "ae"
 CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 OUTPUT_TYPES = ("pil", "np", "pt", "latent")
-#: where a model shipped inside the package lives, and the environment variable that overrides it
-DEFAULT_MODEL_ENV = "VGT_MODEL"
-DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / "assets" / "model"
-
-
-def default_model_dir() -> Path:
-    """The model `vgt generate` uses without --model: $VGT_MODEL, else the one shipped with the package."""
-    path = Path(os.environ.get(DEFAULT_MODEL_ENV) or DEFAULT_MODEL_DIR)
-    if not (path / PIPELINE_FILE).is_file():
-        raise FileNotFoundError(
-            f"no VGT model at {str(path)!r}; pass --model DIR (a folder written by VGTPipeline.save_pretrained or "
-            f"`vgt train ar --export DIR`) or set ${DEFAULT_MODEL_ENV}"
-        )
-    return path
 
 
 def generator_state(model: VGTForGeneration) -> dict[str, torch.Tensor]:
@@ -128,14 +114,15 @@ class VGTPipeline:
             (staging / PIPELINE_FILE).write_text(json.dumps(record, indent=2) + "\n")
 
     @classmethod
-    def from_pretrained(cls, directory: str | Path, device: str | torch.device = "cpu",
+    def from_pretrained(cls, directory: str | Path | None = None, device: str | torch.device = "cpu",
                         dtype: torch.dtype = torch.float32) -> VGTPipeline:
-        """Load a pipeline folder. `dtype` (e.g. torch.bfloat16 on a GPU) applies to every weight; sampling
-        arithmetic of the head samplers stays in float32."""
+        """Load a pipeline folder (None: the default model, `vgt.pretrained.default_model_dir()`). `dtype` (e.g.
+        torch.bfloat16 on a GPU) applies to every weight; sampling arithmetic of the head samplers stays in
+        float32."""
         from vgt.ae.model import VGTAutoencoder
         from vgt.backbones.registry import load_backbone
 
-        directory = Path(directory)
+        directory = Path(directory) if directory is not None else default_model_dir()
         record_file = directory / PIPELINE_FILE
         if not record_file.is_file():
             raise FileNotFoundError(

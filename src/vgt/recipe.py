@@ -1,0 +1,279 @@
+"""The ShapesWorld recipe: every stage of VGT, end to end, on one machine.
+
+    small VLM (understanding) -> VGT-AE stage 1 -> VGT-AE stage 2 -> latent cache -> VGT-AR -> ShapesEval
+
+Each stage is the project's own command (`vgt train vlm`, `vgt train ae`, `vgt cache-latents`, `vgt train ar`,
+`vgt sample-benchmark`), run in-process with the arguments a preset gives it, so the recipe is exactly what a user
+would type, one stage after another. A stage is finished when its output exists (every output is written
+atomically); finished stages are skipped, and an interrupted training stage continues from its last checkpoint
+(the engine's `--resume auto`). Re-running the same command therefore resumes the recipe.
+
+    OUT/recipe.json     the preset, and per finished stage its wall time and first/last training loss
+    OUT/recipe.log      one line per stage start/finish, with timestamps
+    OUT/vlm/model       the small VLM (HF folder)          OUT/ae1/model, OUT/ae2/model   the VGT-AE after each stage
+    OUT/cache           VGT-AE latents + prompts            OUT/ar/model                   the VGT pipeline
+    OUT/eval/scores.json  ShapesEval of OUT/ar/model
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGES = ("vlm", "ae1", "ae2", "cache", "ar", "eval")
+STATE_FILE, LOG_FILE = "recipe.json", "recipe.log"
+
+
+@dataclass(frozen=True)
+class RecipeConfig:
+    """What the recipe trains and for how long. Everything not listed here is the stage's own default (see
+    `vgt train vlm|ae|ar --help`): the recipe sizes the stages, it does not re-tune them."""
+
+    name: str
+    #: small-VLM architecture preset (`vgt.backbones.tiny.SMALL_VLM_PRESETS`); sets the resolution and stride
+    vlm_preset: str = "small"
+    vlm_steps: int = 1200
+    vlm_batch_size: int = 32
+    #: VGT-AE (and VGT-AR) training resolution: a multiple of the VLM's stride
+    image_size: int = 128
+    ae1_steps: int = 1500
+    ae2_steps: int = 600
+    ae_batch_size: int = 16
+    #: stage-2 latent noise a ~ U[0, gamma]
+    noise_gamma: float = 0.1
+    #: samples encoded once into the latent cache that VGT-AR trains on
+    cache_samples: int = 24_000
+    ar_steps: int = 1500
+    ar_batch_size: int = 16
+    ar_lr: float = 1e-3
+    #: ShapesEval after training: prompts per category (None: the full set) and images per prompt
+    eval_prompts_per_category: int | None = None
+    eval_images_per_prompt: int = 4
+    #: steps between the stages' evaluation hooks (held-out understanding, reconstructions, samples); None keeps
+    #: each stage's own default, 0 turns them off
+    eval_every: int | None = None
+    #: steps between metric lines of the training stages; None keeps each stage's own default
+    log_every: int | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        problems = [f"{f.name} must be >= 1 (got {getattr(self, f.name)})" for f in dataclasses.fields(self)
+                    if f.name.endswith(("_steps", "_batch_size", "_samples", "_per_prompt"))
+                    and getattr(self, f.name) < 1]
+        if self.eval_every is not None and self.eval_every < 0:
+            problems.append(f"eval_every must be >= 0 or None (got {self.eval_every})")
+        if self.log_every is not None and self.log_every < 1:
+            problems.append(f"log_every must be >= 1 or None (got {self.log_every})")
+        if self.eval_prompts_per_category is not None and self.eval_prompts_per_category < 1:
+            problems.append(f"eval_prompts_per_category must be >= 1 or None (got {self.eval_prompts_per_category})")
+        if self.noise_gamma < 0:
+            problems.append(f"noise_gamma must be >= 0 (got {self.noise_gamma})")
+        if problems:
+            raise ValueError(f"invalid recipe {self.name!r}: " + "; ".join(problems))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+RECIPES: dict[str, RecipeConfig] = {
+    # The shipped model: 128 px, stride 16 (8 x 8 latents). Sized for <= 2 hours on a quiet 2-core CPU.
+    "full": RecipeConfig(
+        name="full", vlm_preset="small", vlm_steps=1200, vlm_batch_size=32, image_size=128, ae1_steps=1500,
+        ae2_steps=600, ae_batch_size=16, cache_samples=24_000, ar_steps=2000, ar_batch_size=32, ar_lr=1e-3,
+    ),
+    # CI: 32 px toy VLM (4 x 4 latents), tens of steps per stage. Checks that everything runs and losses fall.
+    "quick": RecipeConfig(
+        name="quick", vlm_preset="toy", vlm_steps=40, vlm_batch_size=8, image_size=32, ae1_steps=30, ae2_steps=30,
+        ae_batch_size=8, cache_samples=256, ar_steps=40, ar_batch_size=8, ar_lr=2e-3, eval_prompts_per_category=1,
+        eval_images_per_prompt=1, eval_every=0, log_every=5,
+    ),
+}
+
+
+def recipe_preset(name: str, **overrides) -> RecipeConfig:
+    """A named recipe with some fields replaced (e.g. `recipe_preset("full", ar_steps=5000)`)."""
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; choose one of {', '.join(RECIPES)}")
+    return dataclasses.replace(RECIPES[name], **overrides)
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    #: `vgt` command-line arguments of the stage
+    argv: tuple[str, ...]
+    #: a file that exists once the stage has finished
+    done_marker: Path
+    #: engine run directory (None for stages that do not train)
+    run_dir: Path | None = None
+
+
+def stage_dirs(out: str | os.PathLike) -> dict[str, Path]:
+    """Where each stage writes, under the recipe's output folder."""
+    out = Path(out)
+    return {name: out / name for name in STAGES}
+
+
+def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
+    """The recipe as `vgt` commands, in order."""
+    d = stage_dirs(out)
+    vlm, ae1, ae2, ar = d["vlm"] / "model", d["ae1"] / "model", d["ae2"] / "model", d["ar"] / "model"
+    train = ("--seed", str(cfg.seed), *(() if cfg.log_every is None else ("--log-every", str(cfg.log_every))))
+    hooks = () if cfg.eval_every is None else ("--eval-every", str(cfg.eval_every))
+    vlm_hooks = ("--eval-images", "0") if cfg.eval_every == 0 else hooks
+    ae_common = ("--backbone-path", str(vlm), "--image-size", str(cfg.image_size), "--batch-size",
+                 str(cfg.ae_batch_size), *train, *hooks)
+    return [
+        Stage("vlm", ("train", "vlm", "--vlm-preset", cfg.vlm_preset, "--run-dir", str(d["vlm"]), "--steps",
+                      str(cfg.vlm_steps), "--batch-size", str(cfg.vlm_batch_size), *vlm_hooks, *train),
+              vlm / "config.json", d["vlm"]),
+        Stage("ae1", ("train", "ae", "--stage", "1", "--run-dir", str(d["ae1"]), "--steps", str(cfg.ae1_steps),
+                      *ae_common), ae1 / "model.safetensors", d["ae1"]),
+        Stage("ae2", ("train", "ae", "--stage", "2", "--init", str(ae1), "--run-dir", str(d["ae2"]), "--steps",
+                      str(cfg.ae2_steps), "--noise-gamma", str(cfg.noise_gamma), *ae_common),
+              ae2 / "model.safetensors", d["ae2"]),
+        Stage("cache", ("cache-latents", "--model", str(ae2), "--backbone-path", str(vlm), "--data", "shapes",
+                        "--num-samples", str(cfg.cache_samples), "--resolution", str(cfg.image_size),
+                        "--shard-size", str(max(1, math.ceil(cfg.cache_samples / 8))), "--seed", str(cfg.seed),
+                        "--out", str(d["cache"])), d["cache"] / "index.json"),
+        Stage("ar", ("train", "ar", "--backbone-path", str(vlm), "--ae", str(ae2), "--data", f"latents:{d['cache']}",
+                     "--run-dir", str(d["ar"]), "--steps", str(cfg.ar_steps), "--batch-size", str(cfg.ar_batch_size),
+                     "--lr", str(cfg.ar_lr), "--min-lr", str(cfg.ar_lr / 10), *train, *hooks),
+              ar / "pipeline.json", d["ar"]),
+        # the eval stage runs `evaluate_pipeline` (below); argv documents the equivalent command
+        Stage("eval", ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), *(
+            ("--prompts-per-category", str(cfg.eval_prompts_per_category)) if cfg.eval_prompts_per_category else ()),
+                       "--n-per-prompt", str(cfg.eval_images_per_prompt)), d["eval"] / "scores.json"),
+    ]
+
+
+# ------------------------------------------------------------------------------------------------- evaluation
+
+def shapes_eval_subset(prompts_per_category: int | None = None) -> list[dict]:
+    """The ShapesEval prompt set, or `prompts_per_category` prompts of each category spread evenly over it (a
+    reduced evaluation; the full set repeats each category's distinct prompts up to >= 80 lines)."""
+    from vgt.data.shapes import GENEVAL_TAGS
+    from vgt.eval.shapes import shapes_eval_prompts
+
+    rows = shapes_eval_prompts()
+    if prompts_per_category is None:
+        return rows
+    subset = []
+    for tag in GENEVAL_TAGS:
+        category = [r for r in rows if r["tag"] == tag]  # the distinct prompts, repeated in the same order
+        distinct = len({r["prompt"] for r in category})
+        take = min(prompts_per_category, len(category))
+        if take <= distinct:  # evenly spaced distinct prompts
+            subset += [category[(i * distinct) // take] for i in range(take)]
+        else:  # every distinct prompt, then repeats
+            subset += category[:take]
+    return subset
+
+
+def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, prompts_per_category: int | None = None,
+                      n_per_prompt: int = 4, seed: int = 0, sampling: Sequence[str] = ()) -> dict:
+    """ShapesEval of a VGT pipeline folder (None: the shipped model): writes the prompt set, generates it in
+    GenEval layout with `vgt sample-benchmark` (resumable), judges it and writes OUT/scores.json, which also
+    records the model, prompt set, seed and sampler settings. `sampling`: extra `vgt sample-benchmark` flags."""
+    from vgt.ar.config import ARConfig
+    from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
+    from vgt.cli import main
+    from vgt.eval.shapes import PROMPT_SET_VERSION, evaluate_layout, write_json, write_jsonl
+    from vgt.pretrained import resolve_model_dir
+
+    model_dir = resolve_model_dir(model)
+    out = Path(out)
+    prompts = write_jsonl(out / "prompts.jsonl", shapes_eval_subset(prompts_per_category))
+    argv = ["sample-benchmark", "--prompts", str(prompts), "--out", str(out / "samples"), "--model", str(model_dir),
+            "--n-per-prompt", str(n_per_prompt), "--seed", str(seed), *sampling]
+    if main(argv) != 0:
+        raise RuntimeError(f"`vgt {' '.join(argv)}` failed")
+    scores, results = evaluate_layout(out / "samples")
+    defaults = ARConfig.load(model_dir / GENERATOR_DIR / CONFIG_NAME).sampling.__dict__
+    scores.update(model=str(model_dir), prompt_set=PROMPT_SET_VERSION, prompts_per_category=prompts_per_category,
+                  n_per_prompt=n_per_prompt, seed=seed, sampler_defaults=dict(defaults),
+                  sampler_flags=list(sampling), command=f"vgt {' '.join(argv)}")
+    write_jsonl(out / "per_image.jsonl", results)
+    write_json(out / "scores.json", scores)
+    return scores
+
+
+# ------------------------------------------------------------------------------------------------- running
+
+def _log(out: Path, message: str) -> None:
+    line = f"{time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())} {message}"
+    print(f"[recipe] {line}", flush=True)
+    with open(out / LOG_FILE, "a") as f:
+        f.write(line + "\n")
+
+
+def _write_state(out: Path, state: dict) -> None:
+    tmp = out / f".{STATE_FILE}.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(state, indent=2) + "\n")
+    os.replace(tmp, out / STATE_FILE)
+
+
+def training_losses(run_dir: str | os.PathLike) -> dict | None:
+    """First and last logged training loss of an engine run (None when it logged none)."""
+    from vgt.train.logging import read_metrics
+
+    path = Path(run_dir)
+    if not (path / "metrics.jsonl").is_file():
+        return None
+    losses = [(m["step"], m["loss"]) for m in read_metrics(path) if "loss" in m and "step" in m]
+    if not losses:
+        return None
+    return {"first_step": losses[0][0], "first_loss": losses[0][1], "last_step": losses[-1][0],
+            "last_loss": losses[-1][1]}
+
+
+def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, stop_after: str | None = None,
+               runner: Callable[[Sequence[str]], int] | None = None) -> dict:
+    """Run (or continue) the recipe in `out`; returns the state written to OUT/recipe.json. `stop_after` ends the
+    run after the named stage. A folder started with another recipe config is refused rather than mixed."""
+    if stop_after is not None and stop_after not in STAGES:
+        raise ValueError(f"unknown stage {stop_after!r}; stages are {', '.join(STAGES)}")
+    if runner is None:
+        from vgt.cli import main as runner
+    out = Path(out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    state_path = out / STATE_FILE
+    state = json.loads(state_path.read_text()) if state_path.is_file() else {"config": cfg.to_dict(), "stages": {}}
+    if state["config"] != cfg.to_dict():
+        changed = sorted(k for k in cfg.to_dict() if state["config"].get(k) != cfg.to_dict()[k])
+        raise ValueError(f"{out} holds a recipe run with other settings (differs in: {', '.join(changed)}); resume it "
+                         "with the same preset and options, or use a new --out")
+    for stage in build_stages(cfg, out):
+        if stage.done_marker.is_file():
+            _log(out, f"{stage.name}: done already, skipped ({stage.done_marker})")
+        else:
+            resuming = stage.run_dir is not None and (stage.run_dir / "checkpoints").is_dir()
+            _log(out, f"{stage.name}: {'resuming' if resuming else 'starting'}: vgt {' '.join(stage.argv)}")
+            start = time.perf_counter()
+            if stage.name == "eval":
+                evaluate_pipeline(stage_dirs(out)["ar"] / "model", stage.done_marker.parent,
+                                  cfg.eval_prompts_per_category, cfg.eval_images_per_prompt, cfg.seed)
+            elif runner(list(stage.argv)) != 0:
+                raise RuntimeError(f"recipe stage {stage.name} failed: vgt {' '.join(stage.argv)}")
+            if not stage.done_marker.is_file():
+                raise RuntimeError(f"recipe stage {stage.name} ended without writing {stage.done_marker}")
+            seconds = time.perf_counter() - start
+            record = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                      "command": "vgt " + " ".join(stage.argv)}
+            if stage.run_dir is not None:
+                record["losses"] = training_losses(stage.run_dir)
+            state["stages"][stage.name] = {**state["stages"].get(stage.name, {}), **record}
+            _write_state(out, state)
+            _log(out, f"{stage.name}: finished in {seconds / 60:.1f} min")
+        if stage.name == stop_after:
+            break
+    if state["stages"].get("eval") and (out / "eval" / "scores.json").is_file():
+        state["shapes_eval"] = json.loads((out / "eval" / "scores.json").read_text())["overall"]
+    _write_state(out, state)
+    return state
