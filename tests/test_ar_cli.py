@@ -80,6 +80,9 @@ def test_sample_benchmark_writes_geneval_layout_and_resumes(model_dir, tmp_path,
     assert "0 prompt(s) (2 already present)" in capsys.readouterr().out
     assert main([*args, "--overwrite"]) == 0  # same seeds -> same images
     assert np.array_equal(first, np.asarray(Image.open(layout[1].sample_paths[0])))
+    assert main([*args, "--overwrite", "--batch-prompts", "2"]) == 0  # per-image seeds: batching changes nothing
+    batched = np.asarray(Image.open(layout[1].sample_paths[0])).astype(int)
+    assert np.abs(batched - first.astype(int)).max() <= 1  # up to the rounding of batched arithmetic
     assert main(["eval", "shapes", str(out), "--json", str(tmp_path / "scores.json")]) == 0
 
 

@@ -80,6 +80,15 @@ def test_same_seed_same_images_different_seed_different(pipe):
     assert not np.array_equal(a[0], a[1])  # images of one prompt differ from each other
 
 
+def test_one_generator_per_image_makes_images_independent_of_the_batch(pipe):
+    both = pipe(["a red circle", "a blue square"], output_type="latent",
+                generator=[torch.Generator().manual_seed(s) for s in (10, 11)]).images
+    alone = pipe(["a blue square"], output_type="latent", generator=[torch.Generator().manual_seed(11)]).images
+    assert torch.allclose(both[1], alone[0], atol=1e-4)
+    with pytest.raises(ValueError, match="got 1 generators for 2 images"):
+        pipe(CAPTION, num_images_per_prompt=2, generator=[torch.Generator()])
+
+
 def test_save_and_load_round_trip(pipe, tmp_path):
     pipe.save_pretrained(tmp_path / "model")
     loaded = VGTPipeline.from_pretrained(tmp_path / "model")

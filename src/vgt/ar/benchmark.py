@@ -1,7 +1,8 @@
 """Generate a prompt file's images in GenEval's layout (for `vgt sample-benchmark` and training-time evaluation).
 
-Each prompt gets its own generator (seed * 1000003 + prompt index), so its images do not depend on batching,
-on resuming, or on which other prompts are generated; prompt directories already present are skipped.
+Every image gets its own generator, seeded from (seed, prompt index, image index), so its random draws do not
+depend on batching, on resuming, or on which other prompts are generated; prompt directories already present are
+skipped. (Batching several prompts together can still change the last bits of the arithmetic.)
 """
 
 from __future__ import annotations
@@ -16,8 +17,9 @@ from tqdm.auto import tqdm
 from vgt.ar.pipeline import VGTPipeline
 
 
-def prompt_generator(seed: int, index: int) -> torch.Generator:
-    return torch.Generator().manual_seed(seed * 1_000_003 + index)
+def image_generators(seed: int, index: int, n: int) -> list[torch.Generator]:
+    """One generator per image of prompt `index`."""
+    return [torch.Generator().manual_seed((seed * 1_000_003 + index) * 1_009 + k) for k in range(n)]
 
 
 def evenly_spaced(prompts: Sequence[dict], limit: int | None) -> list[tuple[int, dict]]:
@@ -33,22 +35,26 @@ def evenly_spaced(prompts: Sequence[dict], limit: int | None) -> list[tuple[int,
 
 def write_benchmark_samples(pipe: VGTPipeline, prompts: Sequence[tuple[int, dict]], out_dir: str | os.PathLike,
                             n_per_prompt: int, seed: int = 0, overwrite: bool = False, progress: bool = True,
-                            **pipeline_kwargs) -> int:
-    """Write `n_per_prompt` images for each (index, metadata) into OUT/<index:05d>/; returns how many prompts
-    were generated (the others already existed)."""
+                            prompts_per_batch: int = 1, **pipeline_kwargs) -> int:
+    """Write `n_per_prompt` images for each (index, metadata) into OUT/<index:05d>/, `prompts_per_batch` prompts
+    per pipeline call; returns how many prompts were generated (the others already existed)."""
     from vgt.eval.layout import prompt_dir, write_prompt_samples
 
-    if n_per_prompt < 1:
-        raise ValueError(f"n_per_prompt must be >= 1, got {n_per_prompt}")
-    written = 0
-    for index, metadata in tqdm(prompts, desc="prompts", unit="prompt", disable=not progress):
-        if prompt_dir(out_dir, index).exists() and not overwrite:
-            continue
-        images = pipe(metadata["prompt"], num_images_per_prompt=n_per_prompt,
-                      generator=prompt_generator(seed, index), **pipeline_kwargs).images
-        write_prompt_samples(out_dir, index, metadata, images, overwrite=overwrite)
-        written += 1
-    return written
+    if n_per_prompt < 1 or prompts_per_batch < 1:
+        raise ValueError(f"n_per_prompt and prompts_per_batch must be >= 1, got {n_per_prompt}, {prompts_per_batch}")
+    todo = [(i, m) for i, m in prompts if overwrite or not prompt_dir(out_dir, i).exists()]
+    bar = tqdm(total=len(todo), desc="prompts", unit="prompt", disable=not progress)
+    for start in range(0, len(todo), prompts_per_batch):
+        batch = todo[start : start + prompts_per_batch]
+        generators = [g for index, _ in batch for g in image_generators(seed, index, n_per_prompt)]
+        images = pipe([m["prompt"] for _, m in batch], num_images_per_prompt=n_per_prompt, generator=generators,
+                      **pipeline_kwargs).images
+        for row, (index, metadata) in enumerate(batch):
+            write_prompt_samples(out_dir, index, metadata, images[row * n_per_prompt : (row + 1) * n_per_prompt],
+                                 overwrite=overwrite)
+        bar.update(len(batch))
+    bar.close()
+    return len(todo)
 
 
 class ShapesEvalHook:

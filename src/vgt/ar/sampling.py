@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from vgt.ar.config import CFG_SCHEDULES, SAMPLERS
-from vgt.ar.model import VGTForGeneration, draw, generation_orders
+from vgt.ar.model import Generators, VGTForGeneration, draw_rows, generation_orders
 from vgt.ar.sequence import decoding_layout
 
 Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -25,7 +25,7 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 # ---- head samplers: integrate the flow from noise (t = 0) to a latent token (t = 1) --------------------------------
 
 
-def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: torch.Generator | None,
+def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: Generators,
                t_end: float = 0.96) -> torch.Tensor:
     """Euler-Maruyama on t = linspace(0, t_end, steps) with the score implied by the velocity, then one deterministic
     Euler step to t = 1 (the authors' sampler; `steps` head evaluations)."""
@@ -36,7 +36,7 @@ def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: t
         v = velocity(x, torch.full(x.shape[:-1], t, device=x.device))
         score = (t * v - x) / (1 - t)
         drift = v + (1 - t) * score
-        x = x + drift * dt + (2 * (1 - t) * dt) ** 0.5 * draw(tuple(x.shape), generator, x.device)
+        x = x + drift * dt + (2 * (1 - t) * dt) ** 0.5 * draw_rows(tuple(x.shape[1:]), generator, len(x), x.device)
     t = ts[-1]
     return x + velocity(x, torch.full(x.shape[:-1], t, device=x.device)) * (1 - t)
 
@@ -106,13 +106,14 @@ def generate_latents(
     sde_t_end: float = 0.96,
     tokens_per_step: int | Sequence[int] = 1,
     order: str = "random",
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     use_cache: bool = True,
     return_query_states: bool = False,
     progress: bool = False,
 ) -> DecodeOutput:
-    """Decode one latent grid per prompt. `use_cache=False` recomputes the whole sequence at every step (the
-    reference the KV cache is tested and benchmarked against)."""
+    """Decode one latent grid per prompt. `generator`: one for the whole batch, or one per prompt (each row's
+    randomness then does not depend on the other rows). `use_cache=False` recomputes the whole sequence at every
+    step (the reference the KV cache is tested and benchmarked against)."""
     if not prompts:
         raise ValueError("got an empty prompt list")
     if sampler not in SAMPLERS:
@@ -167,7 +168,7 @@ def generate_latents(
         states = out.last_hidden_state[:, -k:]
         scale = guidance_at(guidance_scale, cfg_schedule, bounds[step], num_tokens) if use_cfg else 1.0
         velocity = _guided_velocity(model, states, batch, scale, use_cfg)
-        noise = draw((batch, k, channels), generator, device)
+        noise = draw_rows((k, channels), generator, batch, device)
         if sampler == "sde":
             z = sample_sde(velocity, noise, num_inference_steps, generator, sde_t_end)
         elif sampler == "euler":

@@ -68,7 +68,8 @@ def run_sample_benchmark(args: argparse.Namespace) -> int:
     prompts = read_prompts(args.prompts)
     pipe = _load_pipeline(args)
     done = write_benchmark_samples(pipe, list(enumerate(prompts)), args.out, args.n_per_prompt, seed=args.seed,
-                                   overwrite=args.overwrite, **_sampling_kwargs(args))
+                                   overwrite=args.overwrite, prompts_per_batch=args.batch_prompts,
+                                   **_sampling_kwargs(args))
     print(f"wrote {done} prompt(s) ({len(prompts) - done} already present) to {args.out}")
     return 0
 
@@ -185,7 +186,8 @@ def add_commands(tree) -> None:
     p.add_argument("--prompts", required=True, help="prompt file, one JSON object per line (GenEval/ShapesEval)")
     p.add_argument("--out", required=True, help="output folder; prompts already there are skipped (resume)")
     p.add_argument("--n-per-prompt", type=int, default=4, help="images per prompt")
-    p.add_argument("--seed", type=int, default=0, help="base seed (prompt i uses its own generator)")
+    p.add_argument("--seed", type=int, default=0, help="base seed (every image has its own generator)")
+    p.add_argument("--batch-prompts", type=int, default=1, help="prompts per forward batch (faster; same seeds)")
     p.add_argument("--overwrite", action="store_true", help="regenerate prompts that already exist")
     _add_sampling_args(p)
 
