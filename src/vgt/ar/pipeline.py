@@ -172,7 +172,7 @@ class VGTPipeline:
         tokens_per_step: int | list[int] | None = None,
         order: str | None = None,
         num_images_per_prompt: int = 1,
-        generator: torch.Generator | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         output_type: str = "pil",
         sampler: str | None = None,
         cfg_schedule: str | None = None,
@@ -180,7 +180,8 @@ class VGTPipeline:
     ) -> VGTPipelineOutput:
         """Generate `num_images_per_prompt` images per prompt. Arguments left at None take the model's saved
         sampling defaults (`config.sampling`: guidance 4.5, 30 head steps, 1 token per step, random order, SDE,
-        linear CFG schedule unless the model was saved with others)."""
+        linear CFG schedule unless the model was saved with others). `generator`: one for the whole call, or one
+        per image (prompt-major), which makes each image independent of what else is in the batch."""
         defaults = self.config.sampling
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -210,6 +211,9 @@ class VGTPipeline:
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is unknown; choose one of {allowed}")
         grid = self.latent_grid(height, width)
+        if isinstance(generator, (list, tuple)) and len(generator) != len(prompts) * num_images_per_prompt:
+            raise ValueError(f"got {len(generator)} generators for {len(prompts) * num_images_per_prompt} images; "
+                             "pass one generator, or one per image")
 
         rows = [p for p in prompts for _ in range(num_images_per_prompt)]
         negative_rows = None if negatives is None else [n for n in negatives for _ in range(num_images_per_prompt)]
