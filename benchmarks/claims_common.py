@@ -1,0 +1,139 @@
+"""What the claims_*.py experiments share: they start from a finished `vgt recipe shapes` run (its small VLM, its
+VGT-AE and its settings), train the variants a claim compares with the project's own commands, and judge them
+with ShapesEval. Every step is skipped when its output exists, so an interrupted experiment resumes.
+
+Work folder layout: WORK/<variant>/{ae1,ae2,cache,ar,eval...}; each result table is also written as
+WORK/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+
+def vgt(*argv: object) -> None:
+    """Run a `vgt` command in this process; an error if it fails."""
+    from vgt.cli import main
+
+    argv = [str(a) for a in argv]
+    if main(argv) != 0:
+        raise RuntimeError(f"`vgt {' '.join(argv)}` failed")
+
+
+def add_common_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--recipe", required=True,
+                        help="a finished `vgt recipe shapes` folder (its VLM, VGT-AE and settings are reused)")
+    parser.add_argument("--work", required=True, help="folder for this experiment's runs (resumable)")
+    parser.add_argument("--ar-steps", type=int, help="VGT-AR training steps per variant (default: the recipe's)")
+    parser.add_argument("--ar-batch-size", type=int, help="VGT-AR batch (default: the recipe's)")
+    parser.add_argument("--ae-steps", type=int, nargs=2, metavar=("STAGE1", "STAGE2"),
+                        help="VGT-AE steps per stage for variants that train an AE (default: the recipe's)")
+    parser.add_argument("--cache-samples", type=int, help="latents cached per AE (default: the recipe's)")
+    parser.add_argument("--eval-prompts-per-category", type=int, default=20,
+                        help="ShapesEval prompts per category (reduced set; the full set has >= 80)")
+    parser.add_argument("--eval-images", type=int, default=2, help="images per ShapesEval prompt")
+    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+
+
+class Experiment:
+    """The recipe run a claim builds on, and helpers that train or evaluate one variant."""
+
+    def __init__(self, args: argparse.Namespace):
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        self.recipe = Path(args.recipe)
+        state_file = self.recipe / "recipe.json"
+        if not state_file.is_file():
+            raise FileNotFoundError(f"{self.recipe} is not a `vgt recipe shapes` folder (no recipe.json)")
+        self.config = json.loads(state_file.read_text())["config"]
+        self.vlm = self.recipe / "vlm" / "model"
+        self.ae = self.recipe / "ae2" / "model"
+        for path in (self.vlm, self.ae):
+            if not path.is_dir():
+                raise FileNotFoundError(f"{path} is missing: run `vgt recipe shapes --out {self.recipe} "
+                                        "--stop-after ae2` (or the whole recipe) first")
+        self.work = Path(args.work)
+        self.work.mkdir(parents=True, exist_ok=True)
+        c = self.config
+        self.image_size = c["image_size"]
+        self.ar_steps = args.ar_steps or c["ar_steps"]
+        self.ar_batch_size = args.ar_batch_size or c["ar_batch_size"]
+        self.ar_lr = c["ar_lr"]
+        self.ae_steps = tuple(args.ae_steps or (c["ae1_steps"], c["ae2_steps"]))
+        self.ae_batch_size = c["ae_batch_size"]
+        self.cache_samples = args.cache_samples or c["cache_samples"]
+        self.eval_prompts = args.eval_prompts_per_category
+        self.eval_images = args.eval_images
+        self.seed = c["seed"]
+
+    def train_ae(self, name: str, stage: int, *flags: object, init: Path | None = None) -> Path:
+        """`vgt train ae` for one variant stage; returns its exported model folder."""
+        run = self.work / name
+        model = run / "model"
+        if not (model / "model.safetensors").is_file():
+            extra = ("--init", init) if init is not None else ()
+            vgt("train", "ae", "--stage", stage, "--run-dir", run, "--steps", self.ae_steps[stage - 1],
+                "--image-size", self.image_size, "--batch-size", self.ae_batch_size, "--seed", self.seed, *extra,
+                *flags)
+        return model
+
+    def cache(self, name: str, ae: Path) -> Path:
+        """The latent cache of `ae` over the same ShapesWorld samples as every other variant's."""
+        out = self.work / name
+        if not (out / "index.json").is_file():
+            vgt("cache-latents", "--model", ae, "--backbone-path", self.vlm, "--data", "shapes", "--num-samples",
+                self.cache_samples, "--resolution", self.image_size, "--shard-size",
+                max(1, -(-self.cache_samples // 8)), "--seed", self.seed, "--out", out)
+        return out
+
+    def train_ar(self, name: str, ae: Path, cache: Path, save_every: int = 0) -> Path:
+        """VGT-AR on `ae`'s latents with the same LLM init, data order, steps and seed for every variant; returns
+        the run folder (the pipeline is RUN/model). `save_every` keeps every intermediate checkpoint."""
+        run = self.work / name
+        if not (run / "model" / "pipeline.json").is_file():
+            keep = ("--save-every", save_every, "--keep-last", self.ar_steps // save_every + 1) if save_every else ()
+            vgt("train", "ar", "--backbone-path", self.vlm, "--ae", ae, "--data", f"latents:{cache}", "--run-dir",
+                run, "--steps", self.ar_steps, "--batch-size", self.ar_batch_size, "--lr", self.ar_lr, "--min-lr",
+                self.ar_lr / 10, "--seed", self.seed, *keep)
+        return run
+
+    def shapes_eval(self, model: Path, out: Path, sampling: tuple[str, ...] = ()) -> dict:
+        """Reduced ShapesEval of a pipeline folder (resumable; cached in OUT/scores.json)."""
+        from vgt.recipe import evaluate_pipeline
+
+        scores_file = out / "scores.json"
+        if scores_file.is_file() and json.loads(scores_file.read_text()).get("sampler_flags") == list(sampling):
+            return json.loads(scores_file.read_text())
+        return evaluate_pipeline(model, out, self.eval_prompts, self.eval_images, self.seed, sampling)
+
+    def checkpoint_scores(self, run: Path) -> list[tuple[int, float]]:
+        """(step, ShapesEval overall) for every checkpoint of a VGT-AR run, evaluated with its EMA weights."""
+        from vgt.ar.pipeline import VGTPipeline
+        from vgt.train import list_checkpoints, load_checkpoint_weights
+
+        results = []
+        for checkpoint in list_checkpoints(run):
+            step = int(json.loads((checkpoint / "meta.json").read_text())["step"])
+            out = run / "shapes_eval" / f"step_{step:08d}"
+            if not (out / "scores.json").is_file():
+                pipe = VGTPipeline.from_pretrained(run / "model")
+                load_checkpoint_weights(pipe.model, checkpoint, use_ema=True)
+                pipe.save_pretrained(out / "pipeline")
+            results.append((step, self.shapes_eval(out / "pipeline", out)["overall"]))
+        return results
+
+    def write_results(self, results: dict) -> None:
+        path = self.work / "results.json"
+        tmp = path.with_name(".results.json.tmp")
+        tmp.write_text(json.dumps(results, indent=2) + "\n")
+        tmp.replace(path)
+        print(f"(results: {path})")
+
+    def describe(self) -> str:
+        return (f"recipe {self.recipe} ({self.image_size} px); VGT-AR {self.ar_steps} steps x batch "
+                f"{self.ar_batch_size}, lr {self.ar_lr}, seed {self.seed}; ShapesEval {self.eval_prompts} prompts "
+                f"per category x {self.eval_images} images, the model's default sampler")
