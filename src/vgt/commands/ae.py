@@ -8,10 +8,10 @@ from pathlib import Path
 
 # Optimizer settings of the CPU-scale stages (the full-scale ones are the engine's ae-stage1/ae-stage2 presets).
 CPU_TRAIN = {
-    1: dict(steps=1500, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_steps=50, weight_decay=1e-4, log_every=25,
-            save_every=500, eval_every=250),
-    2: dict(steps=600, batch_size=16, lr=3e-4, min_lr=3e-5, warmup_steps=20, weight_decay=1e-4, log_every=25,
-            save_every=300, eval_every=200),
+    1: dict(steps=600, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=30, weight_decay=1e-4, log_every=20,
+            save_every=200, eval_every=100),
+    2: dict(steps=300, batch_size=8, lr=3e-4, min_lr=3e-5, warmup_steps=10, weight_decay=1e-4, log_every=20,
+            save_every=100, eval_every=100),
 }
 MODEL_PRESETS = {("cpu", "vlm"): "small-cpu", ("cpu", "pixel"): "pixel-small-cpu",
                  ("full", "vlm"): "internvl3-f32c32", ("full", "pixel"): "pixel-f32c32"}
