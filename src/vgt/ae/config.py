@@ -64,8 +64,8 @@ class AEConfig:
 
 
 AE_PRESETS: dict[str, dict[str, Any]] = {
-    # Authors' full scale: InternVL3 vision path (stride 28, D=896 for 1B) + DC-AE f32c32 (SANA 1.1) decoder.
-    "internvl3-f32c32": dict(encoder="vlm", backbone="internvl", dcae=DCAE_F32C32_SANA_1_1),
+    # Authors' full scale: InternVL3 (or Qwen2.5-VL) vision path (stride 28) + DC-AE f32c32 (SANA 1.1) decoder.
+    "internvl3-f32c32": dict(encoder="vlm", dcae=DCAE_F32C32_SANA_1_1),
     # The baseline of the convergence comparison: DC-AE f32c32 encoder+decoder on the same 28-px latent grid.
     "pixel-f32c32": dict(encoder="pixel", stride=28, dcae=DCAE_F32C32_SANA_1_1),
     # CPU scale: the small VLM's vision path + a ~1.5M-parameter DC-AE decoder.

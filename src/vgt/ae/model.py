@@ -91,7 +91,7 @@ class VGTAutoencoder(nn.Module):
         if config.encoder == "vlm":
             if backbone is None:
                 raise ValueError("the vlm encoder needs a backbone (load one with vgt.backbones.load_backbone)")
-            config.backbone = config.backbone or getattr(backbone, "name", None)
+            config.backbone = getattr(backbone, "name", None) or config.backbone
         model = cls(config, backbone.vision if backbone is not None and config.encoder == "vlm" else None)
         if dcae_path is not None:
             load_dcae_part(model.decoder, dcae_path, "decoder")
