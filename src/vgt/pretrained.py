@@ -160,7 +160,10 @@ def compare_pipelines(reference: str | os.PathLike, packed: str | os.PathLike, p
     from vgt.eval.layout import read_layout
     from vgt.recipe import evaluate_pipeline
 
-    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="vgt-pack-check-"))
+    if work_dir is None:
+        with tempfile.TemporaryDirectory(prefix="vgt-pack-check-") as work:
+            return compare_pipelines(reference, packed, prompts_per_category, n_per_prompt, seed, work)
+    work = Path(work_dir)
     scores = {}
     for name, model in (("float32", reference), ("packed", packed)):
         scores[name] = evaluate_pipeline(model, work / name, prompts_per_category, n_per_prompt, seed)
