@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from vgt.ar.pipeline import VGTPipeline
-from vgt.cli import main
+from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
 from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
 from vgt.recipe import STAGES, build_stages, recipe_preset, run_recipe, shapes_eval_subset
@@ -105,10 +105,9 @@ def test_stages_are_the_project_commands():
     assert argv["vlm"][:2] == ("train", "vlm") and argv["ar"][:2] == ("train", "ar")
     assert "--init" in argv["ae2"] and argv["ae2"][argv["ae2"].index("--init") + 1] == "/runs/x/ae1/model"
     assert f"latents:{'/runs/x/cache'}" in argv["ar"]
-    for name in ("vlm", "ae1", "ae2", "cache", "ar"):  # every stage's arguments parse
-        from vgt.cli import build_parser
-
-        build_parser().parse_args(list(argv[name]))
+    parser = build_parser()
+    for name in STAGES:  # every stage's arguments parse
+        parser.parse_args(list(argv[name]))
 
 
 def test_preset_overrides_are_checked():
@@ -126,3 +125,17 @@ def test_shapes_eval_subset_spreads_over_each_category():
         prompts = [r["prompt"] for r in subset if r["tag"] == tag]
         assert len(prompts) == 5 and all(r in full for r in subset)
         assert len(set(prompts)) > 1  # spread over the category, not its first prompt repeated
+
+
+def test_a_failing_stage_stops_the_recipe_and_says_how_to_resume(tmp_path):
+    calls = []
+
+    def failing(argv):
+        calls.append(argv)
+        return 1
+
+    with pytest.raises(RuntimeError, match="recipe stage vlm failed"):
+        run_recipe(recipe_preset("quick"), tmp_path, runner=failing)
+    assert len(calls) == 1 and calls[0][:2] == ["train", "vlm"]
+    assert "vlm: stopped" in (tmp_path / "recipe.log").read_text()
+    assert "re-run the same command to resume" in (tmp_path / "recipe.log").read_text()

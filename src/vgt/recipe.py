@@ -267,13 +267,18 @@ def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, stop_after: str | None
             resuming = stage.run_dir is not None and (stage.run_dir / "checkpoints").is_dir()
             _log(out, f"{stage.name}: {'resuming' if resuming else 'starting'}: vgt {' '.join(stage.argv)}")
             start = time.perf_counter()
-            if stage.name == "eval":
-                evaluate_pipeline(stage_dirs(out)["ar"] / "model", stage.done_marker.parent,
-                                  cfg.eval_prompts_per_category, cfg.eval_images_per_prompt, cfg.seed)
-            elif runner(list(stage.argv)) != 0:
-                raise RuntimeError(f"recipe stage {stage.name} failed: vgt {' '.join(stage.argv)}")
-            if not stage.done_marker.is_file():
-                raise RuntimeError(f"recipe stage {stage.name} ended without writing {stage.done_marker}")
+            try:
+                if stage.name == "eval":
+                    evaluate_pipeline(stage_dirs(out)["ar"] / "model", stage.done_marker.parent,
+                                      cfg.eval_prompts_per_category, cfg.eval_images_per_prompt, cfg.seed)
+                elif runner(list(stage.argv)) != 0:
+                    raise RuntimeError(f"recipe stage {stage.name} failed: vgt {' '.join(stage.argv)}")
+                if not stage.done_marker.is_file():
+                    raise RuntimeError(f"recipe stage {stage.name} ended without writing {stage.done_marker}")
+            except BaseException as error:
+                _log(out, f"{stage.name}: stopped after {(time.perf_counter() - start) / 60:.1f} min: "
+                          f"{type(error).__name__}: {error}; re-run the same command to resume")
+                raise
             seconds = time.perf_counter() - start
             record = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                       "command": "vgt " + " ".join(stage.argv)}
