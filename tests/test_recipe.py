@@ -139,3 +139,14 @@ def test_a_failing_stage_stops_the_recipe_and_says_how_to_resume(tmp_path):
     assert len(calls) == 1 and calls[0][:2] == ["train", "vlm"]
     assert "vlm: stopped" in (tmp_path / "recipe.log").read_text()
     assert "re-run the same command to resume" in (tmp_path / "recipe.log").read_text()
+
+
+def test_eval_model_prints_scores_with_the_sampler_settings(quick_run, tmp_path, capsys):
+    out, _ = quick_run
+    assert main(["eval", "model", "--model", str(out / "ar" / "model"), "--out", str(tmp_path / "eval"),
+                 "--prompts-per-category", "1", "--n-per-prompt", "2", "--tokens-per-step", "4"]) == 0
+    printed = capsys.readouterr().out
+    assert "overall" in printed and "tokens-per-step=4" in printed and "sampler=sde" in printed
+    scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
+    assert scores["n_images"] == 2 * len(GENEVAL_TAGS)
+    assert scores["sampler_flags"][scores["sampler_flags"].index("--tokens-per-step") + 1] == "4"
