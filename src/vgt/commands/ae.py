@@ -275,7 +275,7 @@ def run_eval_recon(args: argparse.Namespace) -> int:
     print(f"PSNR {result['psnr_db']:.2f} dB (per image on [0, 1], mean of {len(images)})")
     print(f"SSIM {result['ssim']:.4f} (data_range={SSIM_DATA_RANGE:g} on [0, 1] images, per-image mean)")
     if fid is not None:
-        print(f"FID  {result['fid']:.4f} (features: {feature_name}; compare only runs with the same features)")
+        print(f"FID  {result['fid']:.4g} (features: {feature_name}; compare only runs with the same features)")
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
