@@ -42,6 +42,11 @@ def test_train_both_stages_then_evaluate(vlm_dir, tmp_path, capsys):
     assert metrics["num_images"] == 6 and metrics["ssim_data_range"] == 1.0 and metrics["fid"] is not None
     assert Image.open(out / "recon_grid.png").size == (6 * 32, 32)  # 3 (original | reconstruction) pairs
 
+    assert main(["eval", "ae-understanding", "--model", str(run2 / "model"), "--num", "2", "--batch-size", "2",
+                 "--out", str(out)]) == 0
+    understanding = json.loads((out / "understanding.json").read_text())
+    assert set(understanding) == {"original", "tuned"} and understanding["tuned"]["num_images"] == 2
+
     image = tmp_path / "photo.png"
     Image.new("RGB", (50, 30), (200, 30, 30)).save(image)
     assert main(["reconstruct", str(image), "--model", str(run2 / "model"), "--out", str(tmp_path / "rec")]) == 0
