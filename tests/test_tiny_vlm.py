@@ -169,11 +169,11 @@ def test_understanding_needs_an_internvl_backbone():
 
 
 def test_quick_pretraining_loss_falls_and_exports(tmp_path):
-    cfg = preset("toy", **{**VLM_TRAINING["toy"], "steps": 20, "run_dir": str(tmp_path / "run"), "save_every": 20})
+    cfg = preset("toy", **{**VLM_TRAINING["toy"], "steps": 16, "run_dir": str(tmp_path / "run"), "save_every": 16})
     result = train_small_vlm("toy", cfg, eval_images=0)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
-    assert losses[-1] < 0.6 * losses[0]
+    assert losses[-1] < 0.75 * losses[0]
     backbone = load_backbone("auto", result["model"])
     assert isinstance(backbone, TinyVLMBackbone)
     assert backbone.vision.image_size == SMALL_VLM_PRESETS["toy"].image_size
