@@ -76,9 +76,11 @@ class Experiment:
         model = run / "model"
         if not (model / "model.safetensors").is_file():
             extra = ("--init", init) if init is not None else ()
-            vgt("train", "ae", "--stage", stage, "--run-dir", run, "--steps", self.ae_steps[stage - 1],
-                "--image-size", self.image_size, "--batch-size", self.ae_batch_size, "--seed", self.seed, *extra,
-                *flags)
+            steps = self.ae_steps[stage - 1]  # None: the stage's own default, as in the recipe
+            extra += ("--steps", steps) if steps is not None else ()
+            extra += ("--batch-size", self.ae_batch_size) if self.ae_batch_size is not None else ()
+            vgt("train", "ae", "--stage", stage, "--run-dir", run, "--image-size", self.image_size, "--seed",
+                self.seed, *extra, *flags)
         return model
 
     def cache(self, name: str, ae: Path) -> Path:

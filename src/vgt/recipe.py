@@ -45,14 +45,15 @@ class RecipeConfig:
     vlm_batch_size: int = 32
     #: VGT-AE (and VGT-AR) training resolution: a multiple of the VLM's stride
     image_size: int = 128
-    ae1_steps: int = 1500
-    ae2_steps: int = 600
-    ae_batch_size: int = 16
+    #: VGT-AE stage lengths and batch; None keeps `vgt train ae`'s CPU defaults (600 + 300 steps, batch 8)
+    ae1_steps: int | None = None
+    ae2_steps: int | None = None
+    ae_batch_size: int | None = None
     #: stage-2 latent noise a ~ U[0, gamma]
     noise_gamma: float = 0.1
     #: samples encoded once into the latent cache that VGT-AR trains on
     cache_samples: int = 32_000
-    ar_steps: int = 4000
+    ar_steps: int = 4500
     ar_batch_size: int = 32
     ar_lr: float = 1e-3
     #: autocast of the VGT-AR stage (fp32 master weights either way); bf16 measured 2.3x faster per step on CPU
@@ -77,7 +78,7 @@ class RecipeConfig:
     def __post_init__(self) -> None:
         problems = [f"{f.name} must be >= 1 (got {getattr(self, f.name)})" for f in dataclasses.fields(self)
                     if f.name.endswith(("_steps", "_batch_size", "_samples", "_per_prompt"))
-                    and getattr(self, f.name) < 1]
+                    and getattr(self, f.name) is not None and getattr(self, f.name) < 1]
         if not 0 <= self.ar_ema_decay < 1 or not 0 <= self.ar_ema_start_fraction <= 1:
             problems.append(f"ar_ema_decay must lie in [0, 1) and ar_ema_start_fraction in [0, 1] (got "
                             f"{self.ar_ema_decay}, {self.ar_ema_start_fraction})")
@@ -102,7 +103,7 @@ class RecipeConfig:
 
 RECIPES: dict[str, RecipeConfig] = {
     # The shipped model (the field defaults): 128 px, stride 16 (8 x 8 latents); sized for ~2 hours on a quiet
-    # 2-core CPU from per-step timings (VLM ~25 min, VGT-AE ~35 min, latent cache ~5 min, VGT-AR ~35 min, eval ~10)
+    # 2-core CPU from per-step timings (VLM ~25 min, VGT-AE ~15 min, latent cache ~5 min, VGT-AR ~50 min, eval ~10)
     "full": RecipeConfig(name="full"),
     # CI: 32 px toy VLM (4 x 4 latents), tens of steps per stage. Checks that everything runs and losses fall.
     "quick": RecipeConfig(
@@ -147,16 +148,17 @@ def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
     ema_start = int(cfg.ar_steps * cfg.ar_ema_start_fraction)
     samples = ("--eval-every", str(cfg.ar_sample_every), "--sample-prompts", *SAMPLE_PROMPTS) if cfg.ar_sample_every \
         else hooks
-    ae_common = ("--backbone-path", str(vlm), "--image-size", str(cfg.image_size), "--batch-size",
-                 str(cfg.ae_batch_size), *train, *hooks)
+    ae_common = ("--backbone-path", str(vlm), "--image-size", str(cfg.image_size), *train, *hooks,
+                 *(() if cfg.ae_batch_size is None else ("--batch-size", str(cfg.ae_batch_size))))
+    ae_steps = [() if steps is None else ("--steps", str(steps)) for steps in (cfg.ae1_steps, cfg.ae2_steps)]
     return [
         Stage("vlm", ("train", "vlm", "--vlm-preset", cfg.vlm_preset, "--run-dir", str(d["vlm"]), "--steps",
                       str(cfg.vlm_steps), "--batch-size", str(cfg.vlm_batch_size), *vlm_hooks, *train),
               vlm / "config.json", d["vlm"]),
-        Stage("ae1", ("train", "ae", "--stage", "1", "--run-dir", str(d["ae1"]), "--steps", str(cfg.ae1_steps),
-                      *ae_common), ae1 / "model.safetensors", d["ae1"]),
-        Stage("ae2", ("train", "ae", "--stage", "2", "--init", str(ae1), "--run-dir", str(d["ae2"]), "--steps",
-                      str(cfg.ae2_steps), "--noise-gamma", str(cfg.noise_gamma), *ae_common),
+        Stage("ae1", ("train", "ae", "--stage", "1", "--run-dir", str(d["ae1"]), *ae_steps[0], *ae_common),
+              ae1 / "model.safetensors", d["ae1"]),
+        Stage("ae2", ("train", "ae", "--stage", "2", "--init", str(ae1), "--run-dir", str(d["ae2"]), *ae_steps[1],
+                      "--noise-gamma", str(cfg.noise_gamma), *ae_common),
               ae2 / "model.safetensors", d["ae2"]),
         Stage("cache", ("cache-latents", "--model", str(ae2), "--backbone-path", str(vlm), "--data", "shapes",
                         "--num-samples", str(cfg.cache_samples), "--resolution", str(cfg.image_size),
