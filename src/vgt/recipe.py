@@ -171,8 +171,7 @@ def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
                      "--ema-decay", str(cfg.ar_ema_decay), "--ema-start", str(ema_start),
                      *train, *samples),
               ar / "pipeline.json", d["ar"]),
-        # the eval stage runs `evaluate_pipeline` (below); argv documents the equivalent command
-        Stage("eval", ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), *(
+        Stage("eval", ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), "--seed", str(cfg.seed), *(
             ("--prompts-per-category", str(cfg.eval_prompts_per_category)) if cfg.eval_prompts_per_category else ()),
                        "--n-per-prompt", str(cfg.eval_images_per_prompt)), d["eval"] / "scores.json"),
     ]
@@ -282,10 +281,7 @@ def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, stop_after: str | None
             _log(out, f"{stage.name}: {'resuming' if resuming else 'starting'}: vgt {' '.join(stage.argv)}")
             start = time.perf_counter()
             try:
-                if stage.name == "eval":
-                    evaluate_pipeline(stage_dirs(out)["ar"] / "model", stage.done_marker.parent,
-                                      cfg.eval_prompts_per_category, cfg.eval_images_per_prompt, cfg.seed)
-                elif runner(list(stage.argv)) != 0:
+                if runner(list(stage.argv)) != 0:
                     raise RuntimeError(f"recipe stage {stage.name} failed: vgt {' '.join(stage.argv)}")
                 if not stage.done_marker.is_file():
                     raise RuntimeError(f"recipe stage {stage.name} ended without writing {stage.done_marker}")
