@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import pkgutil
 import sys
 from collections.abc import Callable, Sequence
@@ -73,7 +74,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
+        # Bad input is reported in one line that names the fix; VGT_DEBUG=1 shows the traceback.
+        if os.environ.get("VGT_DEBUG"):
+            raise
+        print(f"vgt: error: {error}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
