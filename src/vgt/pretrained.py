@@ -20,6 +20,8 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from vgt.io import write_json
+
 #: environment variable naming the default model folder, overriding the shipped one
 DEFAULT_MODEL_ENV = "VGT_MODEL"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
@@ -110,7 +112,7 @@ def pack_pipeline(model_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from vgt.backbones.hf import atomic_directory
+    from vgt.io import atomic_directory
 
     source = resolve_model_dir(model_dir)
     out = Path(out_dir) if out_dir is not None else shipped_model_dir()
@@ -186,6 +188,4 @@ def record_comparison(out_dir: str | os.PathLike, comparison: dict) -> None:
     path = Path(out_dir) / PACK_REPORT
     report = json.loads(path.read_text())
     report["comparison"] = comparison
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_json(path, report)

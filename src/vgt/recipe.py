@@ -26,6 +26,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from vgt.io import write_json
+
 STAGES = ("vlm", "ae1", "ae2", "cache", "ar", "eval")
 #: prompts VGT-AR renders into OUT/ar/samples every `ar_sample_every` steps (one per ShapesEval category)
 SAMPLE_PROMPTS = ("a triangle", "a circle and a square", "three triangles", "a blue square",
@@ -208,7 +210,8 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
     from vgt.ar.config import ARConfig
     from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
     from vgt.cli import main
-    from vgt.eval.shapes import PROMPT_SET_VERSION, evaluate_layout, write_json, write_jsonl
+    from vgt.eval.shapes import PROMPT_SET_VERSION, evaluate_layout
+    from vgt.io import write_json, write_jsonl
     from vgt.pretrained import resolve_model_dir
 
     model_dir = resolve_model_dir(model)
@@ -238,9 +241,7 @@ def _log(out: Path, message: str) -> None:
 
 
 def _write_state(out: Path, state: dict) -> None:
-    tmp = out / f".{STATE_FILE}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(state, indent=2) + "\n")
-    os.replace(tmp, out / STATE_FILE)
+    write_json(out / STATE_FILE, state)
 
 
 def training_losses(run_dir: str | os.PathLike) -> dict | None:

@@ -101,7 +101,7 @@ class VGTAutoencoder(nn.Module):
 
     def save_pretrained(self, directory: str | Path) -> None:
         """config.json + model.safetensors, written atomically. The frozen teacher is not part of the model."""
-        from vgt.backbones.hf import atomic_directory
+        from vgt.io import atomic_directory
 
         with atomic_directory(directory) as staging:
             (staging / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")

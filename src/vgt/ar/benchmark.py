@@ -71,7 +71,8 @@ class ShapesEvalHook:
         self.pipeline_kwargs = pipeline_kwargs
 
     def __call__(self, ctx) -> dict:
-        from vgt.eval.shapes import evaluate_layout, write_json
+        from vgt.eval.shapes import evaluate_layout
+        from vgt.io import write_json
 
         out = Path(ctx.run_dir) / "eval" / f"step_{ctx.step:08d}"
         with ctx.eval_model() as model:

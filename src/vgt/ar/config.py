@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vgt.io import write_json
 
 SAMPLERS = ("sde", "euler", "heun")
 ORDERS = ("random", "raster")
@@ -96,11 +96,7 @@ class ARConfig:
 
     def save(self, path: str | Path) -> None:
         """Write as JSON atomically."""
-        path = Path(path)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-        os.replace(tmp, path)
+        write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | Path) -> ARConfig:

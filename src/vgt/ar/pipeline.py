@@ -101,7 +101,7 @@ class VGTPipeline:
 
     def save_pretrained(self, directory: str | Path) -> None:
         """Write the whole model into one folder, atomically."""
-        from vgt.backbones.hf import atomic_directory
+        from vgt.io import atomic_directory
 
         with atomic_directory(directory) as staging:
             self.model.backbone.save_pretrained(staging / BACKBONE_DIR)

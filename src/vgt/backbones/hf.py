@@ -9,11 +9,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,30 +22,10 @@ from vgt.backbones.base import (
     TextDecoder,
     VisionEncoder,
 )
+from vgt.io import atomic_directory
 
 #: file written next to the HF files: which vgt backbone the folder holds and how its images are normalized
 BACKBONE_FILE = "vgt_backbone.json"
-
-
-@contextmanager
-def atomic_directory(directory: str | Path) -> Iterator[Path]:
-    """Yield a temporary sibling folder; on success it replaces `directory` in one rename, so a crash never
-    leaves a half-written model folder behind."""
-    directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.tmp-", dir=directory.parent))
-    try:
-        yield staging
-        if directory.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{directory.name}.old-", dir=directory.parent))
-            os.replace(directory, retired / directory.name)
-            os.replace(staging, directory)
-            shutil.rmtree(retired)
-        else:
-            os.replace(staging, directory)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
 
 
 def read_model_type(directory: str | Path) -> str:

@@ -244,7 +244,7 @@ def run_eval_recon(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from vgt.ae.metrics import SSIM_DATA_RANGE, frechet_distance, psnr_per_image, ssim_per_image
-    from vgt.train.checkpoint import write_json_atomic
+    from vgt.io import write_json
 
     ae, backbone = _load_ae(args)
     size = args.image_size or ae.config.image_size
@@ -279,7 +279,7 @@ def run_eval_recon(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(out / "recon_metrics.json", result)
+        write_json(out / "recon_metrics.json", result)
         _save_image(side_by_side(images[: len(recons)], recons), out / "recon_grid.png")
         print(f"wrote {out / 'recon_metrics.json'} and {out / 'recon_grid.png'}")
     return 0
@@ -302,10 +302,10 @@ def run_eval_ae_understanding(args: argparse.Namespace) -> int:
             f"{k} {100 * result[k]:.1f}%" for k in ("shapes", "colors", "locations", "count")))
     print(f"drop in exact-scene accuracy: {100 * (original['exact'] - tuned['exact']):.1f} points")
     if args.out:
-        from vgt.train.checkpoint import write_json_atomic
+        from vgt.io import write_json
 
         Path(args.out).mkdir(parents=True, exist_ok=True)
-        write_json_atomic(Path(args.out) / "understanding.json", {"original": original, "tuned": tuned})
+        write_json(Path(args.out) / "understanding.json", {"original": original, "tuned": tuned})
     return 0
 
 

@@ -6,7 +6,8 @@ import argparse
 
 
 def _eval_shapes(args: argparse.Namespace) -> int:
-    from vgt.eval.shapes import evaluate_layout, format_scores, write_json, write_jsonl
+    from vgt.eval.shapes import evaluate_layout, format_scores
+    from vgt.io import write_json, write_jsonl
 
     scores, results = evaluate_layout(args.out, rules=args.rules)
     print(format_scores(scores))

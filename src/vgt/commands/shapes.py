@@ -32,7 +32,8 @@ def _vocab(args: argparse.Namespace) -> int:
 
 
 def _prompts(args: argparse.Namespace) -> int:
-    from vgt.eval.shapes import PROMPT_SET_VERSION, shapes_eval_prompts, write_jsonl
+    from vgt.eval.shapes import PROMPT_SET_VERSION, shapes_eval_prompts
+    from vgt.io import write_jsonl
 
     rows = shapes_eval_prompts()
     write_jsonl(args.out, rows)

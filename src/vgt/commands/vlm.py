@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
+
+from vgt.io import write_json
 
 
 def add_commands(tree) -> None:
@@ -85,10 +86,7 @@ def eval_understanding(args: argparse.Namespace) -> int:
     metrics = evaluate_understanding(backbone, num_images=args.num_images, batch_size=args.batch_size)
     report = {"model": str(args.model), **metrics}
     out = Path(args.out) if args.out else Path(args.model) / "understanding.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(report, indent=2) + "\n")
-    os.replace(tmp, out)
+    write_json(out, report)
     for key in METRIC_KEYS:
         print(f"{key:>10}: {100 * metrics[key]:.1f}%")
     print(f"({metrics['num_images']} held-out scenes, world seed {metrics['world_seed']}; exact_tol accepts a "

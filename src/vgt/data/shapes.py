@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -24,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from vgt.io import atomic_directory
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 PLURALS: dict[str, str] = {"circle": "circles", "square": "squares", "triangle": "triangles"}
@@ -434,21 +435,10 @@ def export_split(out_dir: str | os.PathLike, n: int, seed: int, resolution: int 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     world = ShapesWorld(resolution, seed, tasks)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        with open(tmp / "metadata.jsonl", "w") as meta:
-            for index in tqdm(range(start, start + n), desc=f"export {out}", unit="img"):
-                sample = world.sample(index)
-                name = f"{index:08d}.png"
-                sample.image.save(tmp / name)
-                meta.write(json.dumps(sample_record(sample, name)) + "\n")
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_directory(out) as tmp, open(tmp / "metadata.jsonl", "w") as meta:
+        for index in tqdm(range(start, start + n), desc=f"export {out}", unit="img"):
+            sample = world.sample(index)
+            name = f"{index:08d}.png"
+            sample.image.save(tmp / name)
+            meta.write(json.dumps(sample_record(sample, name)) + "\n")
     return out

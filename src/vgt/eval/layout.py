@@ -10,12 +10,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from PIL import Image
+
+from vgt.io import atomic_directory
 
 _PROMPT_DIR = re.compile(r"\d{5}")
 
@@ -39,20 +40,11 @@ def write_prompt_samples(out_dir: str | os.PathLike, index: int, metadata: dict,
     target = prompt_dir(out_dir, index)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (CLI: --overwrite) or write to a new OUT")
-    tmp = target.parent / f".{target.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "samples").mkdir(parents=True)
-    try:
-        with open(tmp / "metadata.jsonl", "w") as f:
-            f.write(json.dumps(metadata) + "\n")
+    with atomic_directory(target) as tmp:
+        (tmp / "metadata.jsonl").write_text(json.dumps(metadata) + "\n")
+        (tmp / "samples").mkdir()
         for k, image in enumerate(images):
             image.save(tmp / "samples" / f"{k:04d}.png")
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return target
 
 

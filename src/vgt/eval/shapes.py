@@ -66,27 +66,6 @@ def shapes_eval_prompts() -> list[dict]:
     return lines
 
 
-def write_jsonl(path: str | os.PathLike, rows: Sequence[dict]) -> Path:
-    """Write JSON lines atomically (temporary file in the same directory, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    with open(tmp, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
-def write_json(path: str | os.PathLike, data: dict) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.tmp-{os.getpid()}"
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    os.replace(tmp, path)
-    return path
-
-
 def read_prompts(path: str | os.PathLike) -> list[dict]:
     rows = []
     with open(path) as f:

@@ -14,7 +14,6 @@ crash mid-write leaves the previous checkpoints untouched and never a half-writt
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import re
@@ -25,6 +24,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
+
+from vgt.io import write_json
 
 CHECKPOINT_DIR = "checkpoints"
 MODEL_FILE = "model.safetensors"
@@ -141,15 +142,6 @@ def restore_rng(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def write_json_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w") as f:
-        json.dump(data, f, indent=2, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
 def torch_save_synced(obj: object, path: Path) -> None:
     with open(path, "wb") as f:
         torch.save(obj, f)
@@ -165,7 +157,7 @@ def load_state_file(path: Path) -> dict:
 
 def publish(partial: Path, meta: dict, keep_last: int) -> Path:
     """Finish a checkpoint written into `partial`: meta.json last, atomic rename, prune old ones."""
-    write_json_atomic(partial / META_FILE, meta)
+    write_json(partial / META_FILE, meta, sort_keys=True)
     _fsync_dir(partial)
     final = partial.parent / step_dir_name(meta["step"])
     if final.exists():  # re-saving a step (e.g. after a resume): replace the old copy

@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from vgt.train.checkpoint import write_json_atomic
+from vgt.io import atomic_write_text, write_json
 
 METRICS_FILE = "metrics.jsonl"
 _PACKAGES = ("vgt", "torch", "accelerate", "transformers", "diffusers", "safetensors", "numpy", "webdataset")
@@ -50,8 +50,8 @@ def git_revision() -> str:
 def write_run_info(run_dir: Path, config: dict, seed: int, setup: dict) -> None:
     """config.json and run_info.json (rewritten on every start, so a resumed run records its latest launch).
     `setup` describes the processes (count, distributed type, device, precision)."""
-    write_json_atomic(run_dir / "config.json", config)
-    write_json_atomic(
+    write_json(run_dir / "config.json", config, sort_keys=True)
+    write_json(
         run_dir / "run_info.json",
         {
             "seed": seed,
@@ -88,9 +88,7 @@ class MetricsLogger:
 
     def _truncate_after(self, step: int) -> None:
         kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text("".join(line + "\n" for line in kept))
-        os.replace(tmp, self.path)
+        atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         self._file.write(json.dumps({"step": step, **metrics}) + "\n")
