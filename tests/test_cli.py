@@ -1,7 +1,7 @@
 import subprocess
 import sys
 
-from vgt.cli import main
+from vgt.cli import main, run
 
 
 def test_help_lists_command_groups(capsys):
@@ -19,7 +19,7 @@ def test_console_entry_point_runs():
 
 
 def test_bad_input_is_one_line_error_not_a_traceback(tmp_path, capsys):
-    code = main(["generate", "a red circle", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
+    code = run(["generate", "a red circle", "--model", str(tmp_path / "missing"), "--out", str(tmp_path / "x.png")])
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("vgt: error:") and "Traceback" not in err

@@ -1,5 +1,5 @@
 import sys
 
-from vgt.cli import main
+from vgt.cli import run
 
-sys.exit(main())
+sys.exit(run())

@@ -69,15 +69,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run a command; errors propagate (for callers and tests)."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if not hasattr(args, "func"):
         parser.print_help()
         return 0
+    return int(args.func(args) or 0)
+
+
+def run(argv: Sequence[str] | None = None) -> int:
+    """The console entry point: bad input is reported in one line that names the fix, not a traceback
+    (`VGT_DEBUG=1` shows it)."""
     try:
-        return int(args.func(args) or 0)
+        return main(argv)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        # Bad input is reported in one line that names the fix; VGT_DEBUG=1 shows the traceback.
         if os.environ.get("VGT_DEBUG"):
             raise
         print(f"vgt: error: {error}", file=sys.stderr)
@@ -85,4 +91,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())
