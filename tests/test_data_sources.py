@@ -21,14 +21,7 @@ from vgt.data.sources import (
 from vgt.data.transforms import prepare_image
 from vgt.train.loader import StreamPosition, make_loader
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def png_bytes(rng, size=(24, 16)):

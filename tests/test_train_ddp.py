@@ -7,20 +7,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from safetensors.torch import load_file
 from test_train_engine import losses, write_folder
 
 from vgt.cli import main
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _toy_cli(run_dir, processes):

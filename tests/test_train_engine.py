@@ -24,14 +24,7 @@ from vgt.train import (
 from vgt.train import checkpoint as ckpt
 from vgt.train.toy import DenoisingLoss, ToyAutoencoder, build_toy_model
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def write_folder(root):

@@ -10,14 +10,7 @@ from vgt.data.sources import ShapesSource, Skipped, parse_source
 from vgt.train import TrainConfig, train
 from vgt.train.loader import StreamPosition, make_loader
 
-
-@pytest.fixture(autouse=True)
-def single_thread():
-    """Tiny models run fastest on one thread, and far faster than on two when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def conv_encoder():

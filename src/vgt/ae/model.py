@@ -24,7 +24,7 @@ from vgt.ae.bottleneck import Bottleneck, add_latent_noise, normalize_latents
 from vgt.ae.config import AEConfig
 from vgt.ae.dcae import build_dcae_decoder, decoder_stride, load_dcae_part, read_dcae_config
 from vgt.ae.pixel_encoder import PixelEncoder
-from vgt.backbones.base import Backbone, VisionEncoder
+from vgt.backbones.base import Backbone, VisionEncoder, grid_for_stride
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -159,13 +159,7 @@ class VGTAutoencoder(nn.Module):
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Latent grid for an image size; a clear error when the size is not a multiple of the stride."""
-        if height % self.stride or width % self.stride:
-            raise ValueError(
-                f"image size {height}x{width} is not a multiple of the VGT-AE stride {self.stride}; resize or crop "
-                f"to e.g. {max(1, round(height / self.stride)) * self.stride}x"
-                f"{max(1, round(width / self.stride)) * self.stride}"
-            )
-        return height // self.stride, width // self.stride
+        return grid_for_stride(height, width, self.stride, "VGT-AE")
 
     def image_size(self, grid: tuple[int, int]) -> tuple[int, int]:
         """Pixel size decoded from a latent grid."""

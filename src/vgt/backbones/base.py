@@ -22,6 +22,16 @@ GENERATION_INSTRUCTION = "Generate an image: {caption}"
 UNCONDITIONAL_INSTRUCTION = "Generate an image."
 
 
+def grid_for_stride(height: int, width: int, stride: int, what: str) -> tuple[int, int]:
+    """Grid of `stride`-pixel cells covering an image, or an error naming the nearest valid size."""
+    if height % stride or width % stride:
+        raise ValueError(
+            f"image size {height}x{width} is not a multiple of the {what} stride {stride}; resize or crop to e.g. "
+            f"{max(1, round(height / stride)) * stride}x{max(1, round(width / stride)) * stride}"
+        )
+    return height // stride, width // stride
+
+
 class VisionEncoder(nn.Module, ABC):
     """Vision tower + projector. `forward(images)` maps [B, 3, H, W] in [-1, 1] to [B, h*w, out_dim]."""
 
@@ -32,13 +42,7 @@ class VisionEncoder(nn.Module, ABC):
 
     def grid_size(self, height: int, width: int) -> tuple[int, int]:
         """Token grid for an image size; a clear error when the size does not fit the stride."""
-        if height % self.stride or width % self.stride:
-            raise ValueError(
-                f"image size {height}x{width} is not a multiple of the encoder stride {self.stride}; "
-                f"resize or crop to e.g. {max(1, round(height / self.stride)) * self.stride}x"
-                f"{max(1, round(width / self.stride)) * self.stride}"
-            )
-        return height // self.stride, width // self.stride
+        return grid_for_stride(height, width, self.stride, "encoder")
 
     @abstractmethod
     def forward(self, images: torch.Tensor) -> torch.Tensor: ...
