@@ -4,10 +4,11 @@ import json
 
 import pytest
 from PIL import Image
-from test_ae_model import single_thread  # noqa: F401 (autouse fixture)
 
 from vgt.backbones.tiny import tiny_internvl_backbone
 from vgt.cli import main
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 COMMON = ["--image-size", "32", "--batch-size", "2", "--log-every", "2", "--eval-every", "0", "--disc-channels", "8"]
 TINY = [*COMMON, "--dcae-preset", "small-cpu", "--latent-channels", "8"]

@@ -4,7 +4,6 @@ import math
 
 import pytest
 import torch
-from test_ae_model import single_thread  # noqa: F401 (autouse fixture)
 from torch import nn
 
 from vgt.ae.discriminator import BlurPool, DiscriminatorConfig, PatchDiscriminator
@@ -18,6 +17,8 @@ from vgt.ae.losses import (
     reconstruction_loss,
 )
 from vgt.ae.metrics import PooledTokenFeatures, frechet_distance, psnr_per_image, ssim_per_image
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_reconstruction_loss_is_mse_on_unit_range():

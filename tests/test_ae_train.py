@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from test_ae_model import TINY_DCAE, images, single_thread  # noqa: F401 (autouse fixture)
+from test_ae_model import TINY_DCAE, images
 
 from vgt.ae.config import ae_preset, stage_preset
 from vgt.ae.discriminator import DiscriminatorConfig
@@ -13,6 +13,8 @@ from vgt.ae.model import VGTAutoencoder
 from vgt.ae.trainer import AETrainingModule, ae_loss_fn, export_autoencoder
 from vgt.ae.understanding import backbone_with_tuned_vision
 from vgt.backbones.tiny import tiny_internvl_backbone
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 SMALL_DISC = DiscriminatorConfig(base_channels=8, num_downsamples=2, max_channels=16)
 
