@@ -103,6 +103,14 @@ class Experiment:
                 self.ar_lr / 10, "--seed", self.seed, *keep)
         return run
 
+    def recon_psnr(self, name: str, ae: Path, num_images: int) -> float:
+        """Held-out reconstruction PSNR of a VGT-AE (resumable; cached in WORK/NAME/recon_metrics.json)."""
+        out = self.work / name
+        if not (out / "recon_metrics.json").is_file():
+            vgt("eval", "recon", "--model", ae, "--backbone-path", self.vlm, "--num", num_images,
+                "--fid-features", "none", "--out", out)
+        return json.loads((out / "recon_metrics.json").read_text())["psnr_db"]
+
     def shapes_eval(self, model: Path, out: Path, sampling: tuple[str, ...] = ()) -> dict:
         """Reduced ShapesEval of a pipeline folder (resumable; cached in OUT/scores.json)."""
         from vgt.recipe import evaluate_pipeline

@@ -11,9 +11,8 @@ held-out ShapesWorld images (`vgt eval recon`), then the same VGT-AR budget on i
 """
 
 import argparse
-import json
 
-from claims_common import Experiment, add_common_args, vgt
+from claims_common import Experiment, add_common_args
 
 
 def main() -> None:
@@ -35,11 +34,7 @@ def main() -> None:
     rows = []
     for label, norm, gamma, ae in variants:
         key = label.replace(" ", "").replace("+", "_")
-        recon = exp.work / f"recon-{key}"
-        if not (recon / "recon_metrics.json").is_file():
-            vgt("eval", "recon", "--model", ae, "--backbone-path", exp.vlm, "--num", args.recon_images,
-                "--fid-features", "none", "--out", recon)
-        psnr = json.loads((recon / "recon_metrics.json").read_text())["psnr_db"]
+        psnr = exp.recon_psnr(f"recon-{key}", ae, args.recon_images)
         run = exp.train_ar(f"ar-{key}", ae, exp.cache(f"cache-{key}", ae))
         score = exp.shapes_eval(run / "model", exp.work / f"eval-{key}")["overall"]
         rows.append({"variant": label, "channel_norm": norm, "noise_gamma": gamma, "psnr_db": psnr,

@@ -35,11 +35,7 @@ def main() -> None:
             vgt("eval", "ae-understanding", "--model", ae, "--backbone-path", exp.vlm, "--num",
                 args.understanding_images, "--out", understanding)
         scores = json.loads((understanding / "understanding.json").read_text())
-        recon = exp.work / f"recon-{key}"
-        if not (recon / "recon_metrics.json").is_file():
-            vgt("eval", "recon", "--model", ae, "--backbone-path", exp.vlm, "--num", args.recon_images,
-                "--fid-features", "none", "--out", recon)
-        psnr = json.loads((recon / "recon_metrics.json").read_text())["psnr_db"]
+        psnr = exp.recon_psnr(f"recon-{key}", ae, args.recon_images)
         run = exp.train_ar(f"ar-{key}", ae, exp.cache(f"cache-{key}", ae))
         rows.append({"variant": label, "understanding_original": scores["original"]["exact"],
                      "understanding_tuned": scores["tuned"]["exact"], "psnr_db": psnr,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import nn
 
 from vgt.ae.bottleneck import Bottleneck, add_latent_noise, normalize_latents
@@ -139,17 +139,10 @@ class VGTAutoencoder(nn.Module):
         return model
 
     def load_weights(self, path: str | Path) -> None:
-        """Strict load of a safetensors state dict: any missing or unexpected key is an error that names it."""
-        state = load_file(str(path))
-        expected = set(self.state_dict())
-        missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-        if missing or unexpected:
-            raise ValueError(
-                f"weights in {str(path)!r} do not match this VGT-AE: missing keys ({len(missing)}): "
-                f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; unexpected keys "
-                f"({len(unexpected)}): {', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
-            )
-        self.load_state_dict(state, strict=True)
+        """Strict load of a safetensors state dict: any missing, unexpected or mis-shaped key is an error naming it."""
+        from vgt.train.checkpoint import load_weights
+
+        load_weights(self, path)
 
     # ------------------------------------------------------------------ geometry
 

@@ -24,7 +24,9 @@ from safetensors.torch import load_file, save_file
 from vgt.ar.config import CFG_SCHEDULES, ORDERS, SAMPLERS, ARConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.ar.sampling import generate_latents
+from vgt.data.transforms import to_pil as image_to_pil
 from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir  # noqa: F401  (re-exported; the model used by default)
+from vgt.train.checkpoint import load_state_strict
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT = "vgt-pipeline"
@@ -39,23 +41,13 @@ def generator_state(model: VGTForGeneration) -> dict[str, torch.Tensor]:
 
 
 def load_generator_state(model: VGTForGeneration, path: str | Path) -> None:
-    """Strict load: a missing or unexpected key is an error that names it."""
-    state = load_file(str(path))
-    expected = set(generator_state(model))
-    missing, unexpected = sorted(expected - set(state)), sorted(set(state) - expected)
-    if missing or unexpected:
-        raise ValueError(
-            f"weights in {str(path)!r} do not match this VGT-AR generator: missing keys ({len(missing)}): "
-            f"{', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}; unexpected keys ({len(unexpected)}): "
-            f"{', '.join(unexpected[:10])}{' ...' if len(unexpected) > 10 else ''}"
-        )
-    model.load_state_dict(state, strict=False)  # llm.* comes from the backbone folder; the rest is checked above
+    """Strict load of everything but `llm.*`, which comes from the backbone folder."""
+    load_state_strict(model, load_file(str(path)), str(path), loaded_elsewhere=("llm.",))
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
     """[B, 3, H, W] in [-1, 1] -> PIL images."""
-    array = ((images.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in array]
+    return [image_to_pil(image) for image in images]
 
 
 def image_grid(images: Sequence[Image.Image], columns: int | None = None) -> Image.Image:

@@ -83,20 +83,26 @@ def save_weights(state: dict[str, torch.Tensor], path: Path, metadata: dict[str,
         os.fsync(f.fileno())
 
 
-def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: str) -> None:
-    """`model.load_state_dict` that first reports, readably, every missing, unexpected or mis-shaped tensor."""
-    expected = model.state_dict()
+def _listing(keys: list[str], limit: int = 10) -> str:
+    return ", ".join(keys[:limit]) + (" ..." if len(keys) > limit else "")
+
+
+def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: str,
+                      loaded_elsewhere: tuple[str, ...] = ()) -> None:
+    """`model.load_state_dict` that first reports, readably, every missing, unexpected or mis-shaped tensor.
+    Keys starting with a prefix in `loaded_elsewhere` (e.g. an LLM saved with its backbone) are not expected."""
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(loaded_elsewhere or ("\0",))}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
               if k in state and state[k].shape != v.shape]
     if missing or unexpected or shapes:
         raise ValueError(
-            f"{origin} does not match {type(model).__name__}: {len(missing)} missing key(s) {missing[:8]}, "
-            f"{len(unexpected)} unexpected key(s) {unexpected[:8]}, {len(shapes)} shape mismatch(es) "
-            f"{shapes[:4]} (file vs model). Was it saved from a different model config?"
+            f"{origin} does not match {type(model).__name__}: missing keys ({len(missing)}): {_listing(missing)}; "
+            f"unexpected keys ({len(unexpected)}): {_listing(unexpected)}; shape mismatches ({len(shapes)}): "
+            f"{_listing(shapes, 4)} (file vs model). Was it saved from a different model config?"
         )
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=not loaded_elsewhere)
 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
