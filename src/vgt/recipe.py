@@ -104,9 +104,8 @@ class RecipeConfig:
 
 
 RECIPES: dict[str, RecipeConfig] = {
-    # The shipped model (the field defaults): 128 px, stride 16 (8 x 8 latents); sized for ~2 hours on a quiet
-    # 2-core CPU from per-step timings measured there (VLM ~20 min, VGT-AE ~10, latent cache ~5, VGT-AR ~65 at
-    # 0.47 s/step, eval ~4)
+    # The shipped model (the field defaults): 128 px, stride 16 (8 x 8 latents); measured 117 min on a 2-core CPU
+    # (VLM 31 min, VGT-AE 8, latent cache 6, VGT-AR 66 at 0.50 s/step, eval 6.5)
     "full": RecipeConfig(name="full"),
     # CI: 32 px toy VLM (4 x 4 latents), tens of steps per stage. Checks that everything runs and losses fall.
     "quick": RecipeConfig(
