@@ -13,7 +13,7 @@ from vgt.ae.dcae import DCAE_SMALL_CPU
 from vgt.ae.model import VGTAutoencoder
 from vgt.ar.config import ARConfig, FlowHeadConfig, SamplingConfig
 from vgt.ar.model import VGTForGeneration
-from vgt.ar.pipeline import GENERATOR_DIR, WEIGHTS_NAME, VGTPipeline
+from vgt.ar.pipeline import AE_DIR, GENERATOR_DIR, WEIGHTS_NAME, VGTPipeline
 from vgt.ar.training import ARLoss
 from vgt.backbones.tiny import tiny_internvl_backbone
 from vgt.data.sources import Source
@@ -97,6 +97,8 @@ def test_save_and_load_round_trip(pipe, tmp_path):
     b = pixels(loaded(CAPTION, generator=torch.Generator().manual_seed(5), **kwargs).images)
     assert np.array_equal(a, b)
     assert loaded.config == pipe.config
+    ae = VGTAutoencoder.from_pretrained(tmp_path / "model" / AE_DIR)  # on its own: finds the pipeline's VLM
+    assert all(torch.equal(v, ae.state_dict()[k]) for k, v in pipe.ae.state_dict().items())
 
 
 def test_loading_fails_loudly_on_missing_weights(pipe, tmp_path):

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from vgt.ae.model import VGTAutoencoder
+from vgt.ar.pipeline import AE_DIR
 from vgt.cli import main
 from vgt.pretrained import DEFAULT_MODEL_ENV, MAX_PACKED_BYTES, PACK_REPORT, PIPELINE_FILE, shipped_model_dir
 
@@ -18,8 +20,9 @@ def test_shipped_model_is_complete_and_within_budget():
     assert (folder / PIPELINE_FILE).is_file(), f"no shipped model in {folder}"
     size = sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
     assert size <= MAX_PACKED_BYTES
-    report = json.loads((folder / PACK_REPORT).read_text())
-    assert report["comparison"]["shapes_eval_packed"] >= 0  # packing measured what float16 storage costs
+    comparison = json.loads((folder / PACK_REPORT).read_text())["comparison"]
+    assert comparison["shapes_eval_packed"] >= comparison["shapes_eval_float32"] - 0.05  # float16 storage is harmless
+    VGTAutoencoder.from_pretrained(folder / AE_DIR)  # its VGT-AE loads on its own, from the model's own VLM
 
 
 def test_generate_without_model_uses_the_shipped_one(tmp_path, monkeypatch):

@@ -99,12 +99,16 @@ class VGTAutoencoder(nn.Module):
                 load_dcae_part(model.pixel_encoder.encoder, dcae_path, "encoder")
         return model
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """config.json + model.safetensors, written atomically. The frozen teacher is not part of the model."""
+    def save_pretrained(self, directory: str | Path, backbone_path: str | None = None) -> None:
+        """config.json + model.safetensors, written atomically. The frozen teacher is not part of the model.
+        `backbone_path` replaces the recorded VLM folder; a relative one is read relative to `directory`."""
         from vgt.io import atomic_directory
 
+        config = self.config.to_dict()
+        if backbone_path is not None:
+            config["backbone_path"] = backbone_path
         with atomic_directory(directory) as staging:
-            (staging / CONFIG_NAME).write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
+            (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
 
@@ -126,7 +130,8 @@ class VGTAutoencoder(nn.Module):
             if backbone is None:
                 from vgt.backbones.registry import load_backbone
 
-                path = backbone_path or config.backbone_path
+                recorded = config.backbone_path and directory / config.backbone_path  # relative: to this folder
+                path = backbone_path or recorded
                 if path is None or not Path(path).is_dir():
                     raise FileNotFoundError(
                         f"the VGT-AE in {str(directory)!r} rebuilds its vision path from its VLM, but the VLM folder "

@@ -97,7 +97,7 @@ class VGTPipeline:
 
         with atomic_directory(directory) as staging:
             self.model.backbone.save_pretrained(staging / BACKBONE_DIR)
-            self.ae.save_pretrained(staging / AE_DIR)
+            self.ae.save_pretrained(staging / AE_DIR, backbone_path=f"../{BACKBONE_DIR}")  # the folder stays movable
             (staging / GENERATOR_DIR).mkdir()
             self.config.save(staging / GENERATOR_DIR / CONFIG_NAME)
             save_file(generator_state(self.model), str(staging / GENERATOR_DIR / WEIGHTS_NAME),

@@ -91,7 +91,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: 
                       loaded_elsewhere: tuple[str, ...] = ()) -> None:
     """`model.load_state_dict` that first reports, readably, every missing, unexpected or mis-shaped tensor.
     Keys starting with a prefix in `loaded_elsewhere` (e.g. an LLM saved with its backbone) are not expected."""
-    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(loaded_elsewhere or ("\0",))}
+    expected = {k: v for k, v in model.state_dict().items() if not k.startswith(loaded_elsewhere)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
