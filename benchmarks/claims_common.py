@@ -63,6 +63,8 @@ class Experiment:
         self.ar_steps = args.ar_steps or c["ar_steps"]
         self.ar_batch_size = args.ar_batch_size or c["ar_batch_size"]
         self.ar_lr = c["ar_lr"]
+        self.ar_precision, self.ar_ema_decay = c["ar_precision"], c["ar_ema_decay"]
+        self.ar_ema_start = int(self.ar_steps * c["ar_ema_start_fraction"])
         self.ae_steps = tuple(args.ae_steps or (c["ae1_steps"], c["ae2_steps"]))
         self.ae_batch_size = c["ae_batch_size"]
         self.cache_samples = args.cache_samples or c["cache_samples"]
@@ -100,7 +102,8 @@ class Experiment:
             keep = ("--save-every", save_every, "--keep-last", self.ar_steps // save_every + 1) if save_every else ()
             vgt("train", "ar", "--backbone-path", self.vlm, "--ae", ae, "--data", f"latents:{cache}", "--run-dir",
                 run, "--steps", self.ar_steps, "--batch-size", self.ar_batch_size, "--lr", self.ar_lr, "--min-lr",
-                self.ar_lr / 10, "--seed", self.seed, *keep)
+                self.ar_lr / 10, "--precision", self.ar_precision, "--ema-decay", self.ar_ema_decay,
+                "--ema-start", self.ar_ema_start, "--seed", self.seed, *keep)
         return run
 
     def recon_psnr(self, name: str, ae: Path, num_images: int) -> float:
@@ -145,5 +148,5 @@ class Experiment:
 
     def describe(self) -> str:
         return (f"recipe {self.recipe} ({self.image_size} px); VGT-AR {self.ar_steps} steps x batch "
-                f"{self.ar_batch_size}, lr {self.ar_lr}, seed {self.seed}; ShapesEval {self.eval_prompts} prompts "
+                f"{self.ar_batch_size} {self.ar_precision}, lr {self.ar_lr}, seed {self.seed}; ShapesEval {self.eval_prompts} prompts "
                 f"per category x {self.eval_images} images, the model's default sampler")
