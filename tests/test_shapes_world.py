@@ -9,6 +9,7 @@ from PIL import Image
 from vgt.cli import main
 from vgt.data.shapes import (
     BORDER,
+    CELL_MARGIN,
     COLORS,
     GAP,
     GENEVAL_TAGS,
@@ -75,6 +76,7 @@ def test_scenes_satisfy_their_prompt_and_nothing_else():
         for i, obj in enumerate(objects):
             assert BORDER - 1e-9 <= obj.center[0] - obj.size / 2 and obj.center[0] + obj.size / 2 <= 1 - BORDER + 1e-9
             assert all(_boxes_apart(obj, other) for other in objects[i + 1:])
+            assert all(abs(v - cut) >= CELL_MARGIN - 1e-9 for v in obj.center for cut in (1 / 3, 2 / 3))
         if sample.tag == "position":
             target_req, req = sample.spec.include
             (target,) = [o for o in objects if o.shape == target_req["class"]]
@@ -116,6 +118,9 @@ def test_caption_round_trip_and_per_attribute_comparison():
     assert result["locations"] is False and result["colors"] and result["shapes"] and not result["exact"]
     missing = "an orange circle at the top left and a red square at the center"
     assert compare_scene_caption(scene, missing)["count"] is False
+    # reading order of the cells, not of x: the top object comes first although it is further right
+    two = Scene((ShapeObject("square", "blue", (0.2, 0.8), 0.2), ShapeObject("circle", "red", (0.6, 0.15), 0.2)))
+    assert scene_caption(two) == "a red circle at the top and a blue square at the bottom left"
     assert parse_scene_caption("a purple dog at the top") is None
     assert compare_scene_caption(scene, "garbage")["parsed"] is False
 

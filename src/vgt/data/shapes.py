@@ -55,6 +55,9 @@ LOCATIONS: tuple[tuple[str, ...], ...] = (
 
 GAP = 0.06  # minimum gap between object bounding boxes, as a fraction of the image side
 BORDER = 0.03  # minimum distance of an object from the image edge
+# minimum distance of an object's center from the 3x3 cell borders (5 px at 128 px): its location word is never a
+# coin flip, neither for a captioning VLM nor for a generator reading the caption
+CELL_MARGIN = 0.04
 MIN_SIZE = 0.15  # smallest object side: ~10 px at 64 px, still classifiable
 SUPERSAMPLE = 4
 
@@ -159,12 +162,6 @@ def render_scene(scene: Scene, resolution: int, supersample: int = SUPERSAMPLE) 
 # Captions: "a red circle at the top left, a blue square at the center and a green triangle at the bottom"
 
 
-def location_word(center: tuple[float, float]) -> str:
-    col = min(max(int(center[0] * 3), 0), 2)
-    row = min(max(int(center[1] * 3), 0), 2)
-    return LOCATIONS[row][col]
-
-
 def _article(word: str) -> str:
     return "an" if word[0] in "aeiou" else "a"
 
@@ -173,9 +170,19 @@ def _join(phrases: Sequence[str]) -> str:
     return phrases[0] if len(phrases) == 1 else ", ".join(phrases[:-1]) + " and " + phrases[-1]
 
 
+def _cell(center: tuple[float, float]) -> tuple[int, int]:
+    return min(max(int(center[1] * 3), 0), 2), min(max(int(center[0] * 3), 0), 2)
+
+
+def location_word(center: tuple[float, float]) -> str:
+    row, col = _cell(center)
+    return LOCATIONS[row][col]
+
+
 def scene_caption(scene: Scene) -> str:
-    """Every object as "a COLOR SHAPE at the LOCATION", left to right (ties top to bottom)."""
-    objects = sorted(scene.objects, key=lambda o: (o.center[0], o.center[1]))
+    """Every object as "a COLOR SHAPE at the LOCATION", in reading order of the 3x3 cells (objects sharing a cell
+    left to right): with centers off the cell borders, the order is as unambiguous as the words."""
+    objects = sorted(scene.objects, key=lambda o: (*_cell(o.center), o.center[0], o.center[1]))
     return _join([f"{_article(o.color)} {o.color} {o.shape} at the {o.location}" for o in objects])
 
 
@@ -294,16 +301,21 @@ def _apart(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool
     return abs(a[0] - b[0]) >= reach or abs(a[1] - b[1]) >= reach
 
 
+def _off_cell_borders(v: float) -> bool:
+    return abs(v - 1 / 3) >= CELL_MARGIN and abs(v - 2 / 3) >= CELL_MARGIN
+
+
 def place_objects(sizes: Sequence[float], rng: np.random.Generator,
                   existing: Sequence[ShapeObject] = (), attempts: int = 100) -> list[tuple[float, float]] | None:
-    """Centers for objects of the given sizes, away from the border and from each other; None if they do not fit."""
+    """Centers for objects of the given sizes, away from the image border, from the 3x3 cell borders and from each
+    other; None if they do not fit."""
     boxes = [(o.center[0], o.center[1], o.size) for o in existing]
     centers = []
     for size in sizes:
         lo, hi = BORDER + size / 2, 1 - BORDER - size / 2
         for _ in range(attempts):
             x, y = (round(float(v), 4) for v in rng.uniform(lo, hi, 2))
-            if all(_apart((x, y, size), box) for box in boxes):
+            if _off_cell_borders(x) and _off_cell_borders(y) and all(_apart((x, y, size), box) for box in boxes):
                 break
         else:
             return None
