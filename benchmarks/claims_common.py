@@ -148,5 +148,5 @@ class Experiment:
 
     def describe(self) -> str:
         return (f"recipe {self.recipe} ({self.image_size} px); VGT-AR {self.ar_steps} steps x batch "
-                f"{self.ar_batch_size} {self.ar_precision}, lr {self.ar_lr}, seed {self.seed}; ShapesEval {self.eval_prompts} prompts "
-                f"per category x {self.eval_images} images, the model's default sampler")
+                f"{self.ar_batch_size} {self.ar_precision}, lr {self.ar_lr}, seed {self.seed}; ShapesEval "
+                f"{self.eval_prompts} prompts per category x {self.eval_images} images, the model's default sampler")
