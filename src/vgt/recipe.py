@@ -43,7 +43,7 @@ class RecipeConfig:
     name: str
     #: small-VLM architecture preset (`vgt.backbones.tiny.SMALL_VLM_PRESETS`); sets the resolution and stride
     vlm_preset: str = "small"
-    vlm_steps: int = 1200
+    vlm_steps: int = 2400
     vlm_batch_size: int = 32
     #: VGT-AE (and VGT-AR) training resolution: a multiple of the VLM's stride
     image_size: int = 128

@@ -17,8 +17,9 @@ TRAIN_WORLD_SEED = 0
 
 #: training hyper-parameters per architecture preset (flags of `vgt train vlm` override them)
 VLM_TRAINING: dict[str, dict] = {
-    "small": dict(steps=1200, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100, weight_decay=0.05,
-                  grad_clip=1.0, log_every=10, save_every=200, eval_every=200),
+    # bf16 autocast: 1.9x the fp32 throughput on CPU, so 2,400 steps fit the 30-minute budget of two cores
+    "small": dict(steps=2400, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100, weight_decay=0.05,
+                  grad_clip=1.0, precision="bf16", log_every=10, save_every=200, eval_every=400),
     "toy": dict(steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, weight_decay=0.0, grad_clip=1.0,
                 log_every=5, save_every=20, eval_every=0),
 }
