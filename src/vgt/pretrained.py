@@ -67,7 +67,6 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
 @dataclass
 class PackReport:
     source: str
-    out: str
     bytes_before: int = 0
     bytes_after: int = 0
     tensors_float16: int = 0
@@ -121,7 +120,7 @@ def pack_pipeline(model_dir: str | os.PathLike, out_dir: str | os.PathLike | Non
     target_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
     if target_dtype is None:
         raise ValueError(f"dtype {dtype!r} is not one of float16, float32")
-    report = PackReport(source=str(source), out=str(out))
+    report = PackReport(source=str(source))
     with atomic_directory(out) as staging:
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
             relative = path.relative_to(source)
