@@ -67,6 +67,19 @@ def test_position_grid_centre_crop(grid):
             assert torch.equal(queries[i * w + j], expected)
 
 
+def test_position_grid_starts_with_nearby_cells_alike():
+    # sine-cosine start: similarity falls with the distance between cells (a random start has no such order)
+    _, positions = PositionQueries(hidden_size=64, max_grid=16)(8, 8)
+    similarity = torch.nn.functional.cosine_similarity(positions[:1], positions, dim=-1).reshape(8, 8)
+    assert similarity[0, 1] > similarity[0, 3] > similarity[0, 7]
+    assert similarity[1, 0] > similarity[3, 0] > similarity[7, 0]
+    assert similarity[1, 1] > similarity[4, 4]
+    authors = PositionQueries(hidden_size=64, max_grid=16, position_init="normal").position_grid
+    assert 0.015 < authors.std() < 0.025  # trunc-normal 0.02
+    with pytest.raises(ValueError, match="position_init"):
+        PositionQueries(hidden_size=64, max_grid=16, position_init="zeros")
+
+
 def test_position_grid_too_large_is_a_clear_error():
     pq = PositionQueries(hidden_size=4, max_grid=8)
     with pytest.raises(ValueError, match="larger than the 8x8 query grid"):

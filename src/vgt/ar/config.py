@@ -16,6 +16,7 @@ from vgt.io import write_json
 SAMPLERS = ("sde", "euler", "heun")
 ORDERS = ("random", "raster")
 CFG_SCHEDULES = ("constant", "linear")
+POSITION_INITS = ("sincos", "normal")
 
 
 @dataclass
@@ -65,6 +66,8 @@ class ARConfig:
     hidden_size: int = 896  # the backbone LLM's width (checked against the backbone at construction)
     latent_channels: int = 32
     max_grid: int = 64  # the learnable query/position grids are max_grid x max_grid, centre-cropped per image
+    #: start of the position grid: 2-D sine-cosine codes ("sincos"), or trunc-normal 0.02 ("normal", the authors')
+    position_init: str = "sincos"
     head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
     timestep_shift: float = 1.4  # t = 1 - s*tau / (1 + (s-1)*tau), tau ~ sigmoid(N(0, 1)); data sits at t = 1
     uncond_prob: float = 0.1  # probability that a training caption is replaced by the unconditional prompt
@@ -82,6 +85,8 @@ class ARConfig:
             raise ValueError(f"uncond_prob must lie in [0, 1), got {self.uncond_prob}")
         if self.timestep_shift <= 0:
             raise ValueError(f"timestep_shift must be positive, got {self.timestep_shift}")
+        if self.position_init not in POSITION_INITS:
+            raise ValueError(f"position_init {self.position_init!r} is unknown; choose one of {POSITION_INITS}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

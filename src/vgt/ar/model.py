@@ -90,7 +90,7 @@ class VGTForGeneration(nn.Module):
         # References only: the vision tower is not part of the generator and the AE stays frozen.
         object.__setattr__(self, "backbone", backbone)
         object.__setattr__(self, "ae", ae)
-        self.queries = PositionQueries(hidden, config.max_grid)
+        self.queries = PositionQueries(hidden, config.max_grid, config.position_init)
         self.image_start = nn.Parameter(torch.empty(hidden))
         self.image_in_projector = nn.Linear(config.latent_channels, hidden)  # W_in
         self.image_out_projector = nn.Linear(hidden, hidden)  # W_out

@@ -13,6 +13,9 @@ import math
 import torch
 from torch import nn
 
+from vgt.ar.config import POSITION_INITS
+from vgt.position_codes import sincos_2d
+
 
 def centre_crop_offsets(grid: int, height: int, width: int) -> tuple[int, int]:
     """Top-left corner of an h x w window centred in a grid x grid map (a clear error when it does not fit)."""
@@ -27,16 +30,29 @@ def centre_crop_offsets(grid: int, height: int, width: int) -> tuple[int, int]:
 
 
 class PositionQueries(nn.Module):
-    def __init__(self, hidden_size: int, max_grid: int):
+    def __init__(self, hidden_size: int, max_grid: int, position_init: str = "sincos"):
         super().__init__()
+        if position_init not in POSITION_INITS:
+            raise ValueError(f"position_init {position_init!r} is unknown; choose one of {POSITION_INITS}")
         self.max_grid = max_grid
+        self.position_init = position_init
         self.query_grid = nn.Parameter(torch.empty(hidden_size, max_grid, max_grid))
         self.position_grid = nn.Parameter(torch.empty(hidden_size, max_grid, max_grid))
         self.reset_parameters()
 
+    @torch.no_grad()
     def reset_parameters(self) -> None:
-        nn.init.normal_(self.query_grid, std=1.0 / math.sqrt(self.query_grid.shape[0]))
-        nn.init.trunc_normal_(self.position_grid, std=0.02)
+        """Random queries. Positions start from 2-D sine-cosine codes at unit amplitude (about the norm of a freshly
+        projected latent token), so that neighbouring cells look alike from the first step; the authors' start,
+        trunc-normal 0.02, is `position_init="normal"` (on ShapesWorld it delays VGT-AR's use of neighbouring
+        tokens by thousands of steps, docs/sampling.md)."""
+        hidden = self.query_grid.shape[0]
+        nn.init.normal_(self.query_grid, std=1.0 / math.sqrt(hidden))
+        if self.position_init == "normal":
+            nn.init.trunc_normal_(self.position_grid, std=0.02)
+        else:
+            codes = sincos_2d(self.max_grid, self.max_grid, hidden)
+            self.position_grid.copy_(codes.t().reshape(hidden, self.max_grid, self.max_grid))
 
     @staticmethod
     def _crop(grid: torch.Tensor, height: int, width: int) -> torch.Tensor:

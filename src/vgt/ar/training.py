@@ -7,6 +7,7 @@ from a latent cache ({"latent", "caption"}: the AE is not run at all).
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -65,9 +66,12 @@ class SampleImages:
         return {}
 
 
-def build_generator(backbone, ae, model_preset: str, seed: int, grid_size: int | None = None) -> VGTForGeneration:
+def build_generator(backbone, ae, model_preset: str, seed: int, grid_size: int | None = None,
+                    position_init: str | None = None) -> VGTForGeneration:
     """A fresh VGT-AR around `backbone`'s language model, initialised from `seed` (global RNG left untouched)."""
     config = ar_preset(model_preset, hidden_size=backbone.text.hidden_size, latent_channels=ae.latent_channels)
+    if position_init is not None:
+        config = dataclasses.replace(config, position_init=position_init)
     if grid_size is not None:
         if grid_size > config.max_grid:
             raise ValueError(f"training grid {grid_size} exceeds the preset's max_grid {config.max_grid}")

@@ -23,6 +23,7 @@ from transformers import (
 from vgt.backbones.base import GENERATION_INSTRUCTION, UNCONDITIONAL_INSTRUCTION
 from vgt.backbones.internvl import InternVLBackbone
 from vgt.backbones.registry import register
+from vgt.position_codes import sincos_2d
 
 PAD_TOKEN = "<|endoftext|>"
 UNK_TOKEN = "<unk>"
@@ -193,17 +194,6 @@ def shapes_tokenizer() -> PreTrainedTokenizerFast:
     from vgt.data.shapes import vocabulary_words
 
     return build_word_tokenizer([" ".join(vocabulary_words())])
-
-
-def sincos_2d(height: int, width: int, dim: int) -> torch.Tensor:
-    """[height * width, dim] fixed 2-D sine-cosine position codes in raster order (half the channels per axis)."""
-    if dim % 4:
-        raise ValueError(f"2-D sine-cosine codes need a width divisible by 4, got {dim}")
-    frequencies = 1.0 / 10000 ** (torch.arange(dim // 4, dtype=torch.float64) / (dim // 4))
-    rows, cols = torch.meshgrid(torch.arange(height, dtype=torch.float64), torch.arange(width, dtype=torch.float64),
-                                indexing="ij")
-    angles = [axis.reshape(-1, 1) * frequencies for axis in (rows, cols)]
-    return torch.cat([f(a) for a in angles for f in (torch.sin, torch.cos)], dim=1).float()
 
 
 def build_small_vlm(config: SmallVLMConfig, seed: int = 0) -> TinyVLMBackbone:

@@ -129,7 +129,8 @@ def run_train_ar(args: argparse.Namespace) -> int:
         args.preset = "toy" if args.model_preset == "cpu-small" else "ar-pretrain"
     overrides = dict(CPU_SMALL_TRAIN) if default_preset and args.model_preset == "cpu-small" else {}
     cfg = config_from_args(args, **overrides)
-    model = build_generator(backbone, ae, args.model_preset, seed=cfg.seed, grid_size=grid)
+    model = build_generator(backbone, ae, args.model_preset, seed=cfg.seed, grid_size=grid,
+                            position_init=args.position_init)
     if args.uncond_prob is not None:
         model.config.uncond_prob = args.uncond_prob
     if args.timestep_shift is not None:
@@ -215,6 +216,8 @@ def add_commands(tree) -> None:
     p.add_argument("--resolution", type=int, help="training image size (default: the AE's training resolution)")
     p.add_argument("--uncond-prob", type=float, help="caption dropout for classifier-free guidance (default 0.1)")
     p.add_argument("--timestep-shift", type=float, help="logit-normal timestep shift (default 1.4)")
+    p.add_argument("--position-init", choices=("sincos", "normal"),
+                   help="start of the position grid: sine-cosine codes (default) or trunc-normal 0.02 (the authors')")
     p.add_argument("--sample-prompts", nargs="+", help="prompts rendered into RUN_DIR/samples every --eval-every")
     p.add_argument("--eval-prompts", help="prompt file (`vgt shapes prompts`): ShapesEval every --eval-every steps")
     p.add_argument("--eval-max-prompts", type=int, help="evaluate this many prompts, evenly spread over the file")
