@@ -44,8 +44,8 @@ class PositionQueries(nn.Module):
     def reset_parameters(self) -> None:
         """Random queries. Positions start from 2-D sine-cosine codes at unit amplitude (about the norm of a freshly
         projected latent token), so that neighbouring cells look alike from the first step; the authors' start,
-        trunc-normal 0.02, is `position_init="normal"` (on ShapesWorld it delays VGT-AR's use of neighbouring
-        tokens by thousands of steps, docs/sampling.md)."""
+        trunc-normal 0.02, is `position_init="normal"` (on ShapesWorld it delayed VGT-AR's use of neighbouring
+        tokens by 1,000 to over 3,000 steps, docs/sampling.md)."""
         hidden = self.query_grid.shape[0]
         nn.init.normal_(self.query_grid, std=1.0 / math.sqrt(hidden))
         if self.position_init == "normal":
