@@ -105,8 +105,7 @@ class RecipeConfig:
 
 RECIPES: dict[str, RecipeConfig] = {
     # The shipped model's recipe (the field defaults): 128 px, stride 16 (8 x 8 latents). Measured on a 2-core CPU:
-    # VLM 27.5 min (the shipped model's run: 31 min for 1,200 fp32 steps), VGT-AE 8, latent cache 6, VGT-AR 66 at
-    # 0.50 s/step, eval 6.5: ~114 min in all
+    # VLM 27.5 min, VGT-AE 8, latent cache 6, VGT-AR 66-72 at 0.50-0.54 s/step, eval 7: 114-120 min in all
     "full": RecipeConfig(name="full"),
     # CI: 32 px toy VLM (4 x 4 latents), tens of steps per stage. Checks that everything runs and losses fall.
     "quick": RecipeConfig(
