@@ -121,9 +121,11 @@ def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys)
 
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
-    assert main(["sampling-defaults", "--model", str(model), "--cfg", "2.5", "--sampler", "heun", "--steps", "7"]) == 0
+    assert main(["sampling-defaults", "--model", str(model), "--cfg", "2.5", "--sampler", "heun", "--steps", "7",
+                 "--temperature", "0.8"]) == 0
     assert json.loads(capsys.readouterr().out)["guidance_scale"] == 2.5
     sampling = VGTPipeline.from_pretrained(model).config.sampling
-    assert (sampling.guidance_scale, sampling.sampler, sampling.num_inference_steps) == (2.5, "heun", 7)
+    assert (sampling.guidance_scale, sampling.sampler, sampling.num_inference_steps, sampling.temperature) == (
+        2.5, "heun", 7, 0.8)
     with pytest.raises(ValueError, match="num_inference_steps must be >= 1"):
         main(["sampling-defaults", "--model", str(model), "--steps", "0"])

@@ -244,6 +244,18 @@ def test_seeds(model):
     assert not torch.equal(a.orders, c.orders)
 
 
+def test_temperature_scales_the_head_noise(model):
+    # temperature 0 removes every Gaussian draw of the head sampler: in raster order the seed no longer matters
+    for sampler in ("sde", "euler"):
+        cold = [decode(model, seed=s, order="raster", sampler=sampler, temperature=0.0).latents for s in (7, 8)]
+        assert torch.equal(cold[0], cold[1])
+        warm = [decode(model, seed=s, order="raster", sampler=sampler, temperature=0.5).latents for s in (7, 8)]
+        assert not torch.allclose(warm[0], warm[1])
+    assert torch.equal(decode(model, seed=7).latents, decode(model, seed=7, temperature=1.0).latents)  # the default
+    with pytest.raises(ValueError, match="temperature"):
+        decode(model, temperature=-0.1)
+
+
 def test_sampled_latents_are_layer_normalized(model):
     z = decode(model).latents
     assert torch.allclose(z.mean(1), torch.zeros(()), atol=1e-5)

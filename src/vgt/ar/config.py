@@ -39,6 +39,7 @@ class SamplingConfig:
     num_inference_steps: int = 30
     sampler: str = "sde"
     sde_t_end: float = 0.96  # the SDE runs on linspace(0, sde_t_end, N) then takes one Euler step to t = 1
+    temperature: float = 1.0  # scales the head sampler's Gaussian noise (1: the learned distribution)
     tokens_per_step: int = 1
     order: str = "random"
     grid_size: int = 16  # default latent grid (height = width = grid_size * AE stride)
@@ -55,6 +56,8 @@ class SamplingConfig:
             raise ValueError(f"order {self.order!r} is unknown; choose one of {ORDERS}")
         if self.cfg_schedule not in CFG_SCHEDULES:
             raise ValueError(f"cfg_schedule {self.cfg_schedule!r} is unknown; choose one of {CFG_SCHEDULES}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
         if not 0.0 < self.sde_t_end < 1.0:
             raise ValueError(f"sde_t_end must lie in (0, 1), got {self.sde_t_end}")
 

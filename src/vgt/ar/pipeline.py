@@ -168,12 +168,13 @@ class VGTPipeline:
         output_type: str = "pil",
         sampler: str | None = None,
         cfg_schedule: str | None = None,
+        temperature: float | None = None,
         progress: bool = False,
     ) -> VGTPipelineOutput:
         """Generate `num_images_per_prompt` images per prompt. Arguments left at None take the model's saved
         sampling defaults (`config.sampling`: guidance 4.5, 30 head steps, 1 token per step, random order, SDE,
-        linear CFG schedule unless the model was saved with others). `generator`: one for the whole call, or one
-        per image (prompt-major), which makes each image independent of what else is in the batch."""
+        linear CFG schedule, temperature 1 unless the model was saved with others). `generator`: one for the whole
+        call, or one per image (prompt-major), which makes each image independent of what else is in the batch."""
         defaults = self.config.sampling
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -191,6 +192,7 @@ class VGTPipeline:
         order = order or defaults.order
         sampler = sampler or defaults.sampler
         cfg_schedule = cfg_schedule or defaults.cfg_schedule
+        temperature = defaults.temperature if temperature is None else float(temperature)
         if guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {guidance_scale}")
         if not isinstance(steps, int) or steps < 1:
@@ -212,7 +214,8 @@ class VGTPipeline:
         latents = generate_latents(
             self.model, rows, grid, negative_prompts=negative_rows, guidance_scale=guidance_scale,
             cfg_schedule=cfg_schedule, num_inference_steps=steps, sampler=sampler, sde_t_end=defaults.sde_t_end,
-            tokens_per_step=tokens_per_step, order=order, generator=generator, progress=progress,
+            temperature=temperature, tokens_per_step=tokens_per_step, order=order, generator=generator,
+            progress=progress,
         ).latents
         if output_type == "latent":
             return VGTPipelineOutput(images=latents)

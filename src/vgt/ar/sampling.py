@@ -26,9 +26,9 @@ Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: Generators,
-               t_end: float = 0.96) -> torch.Tensor:
+               t_end: float = 0.96, temperature: float = 1.0) -> torch.Tensor:
     """Euler-Maruyama on t = linspace(0, t_end, steps) with the score implied by the velocity, then one deterministic
-    Euler step to t = 1 (the authors' sampler; `steps` head evaluations)."""
+    Euler step to t = 1 (the authors' sampler; `steps` head evaluations). `temperature` scales the injected noise."""
     x = noise
     ts = torch.linspace(0.0, t_end, steps).tolist()
     for t, t_next in zip(ts[:-1], ts[1:], strict=True):
@@ -36,7 +36,8 @@ def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: G
         v = velocity(x, torch.full(x.shape[:-1], t, device=x.device))
         score = (t * v - x) / (1 - t)
         drift = v + (1 - t) * score
-        x = x + drift * dt + (2 * (1 - t) * dt) ** 0.5 * draw_rows(tuple(x.shape[1:]), generator, len(x), x.device)
+        noise = draw_rows(tuple(x.shape[1:]), generator, len(x), x.device)
+        x = x + drift * dt + temperature * (2 * (1 - t) * dt) ** 0.5 * noise
     t = ts[-1]
     return x + velocity(x, torch.full(x.shape[:-1], t, device=x.device)) * (1 - t)
 
@@ -104,6 +105,7 @@ def generate_latents(
     num_inference_steps: int = 30,
     sampler: str = "sde",
     sde_t_end: float = 0.96,
+    temperature: float = 1.0,
     tokens_per_step: int | Sequence[int] = 1,
     order: str = "random",
     generator: Generators = None,
@@ -112,12 +114,15 @@ def generate_latents(
     progress: bool = False,
 ) -> DecodeOutput:
     """Decode one latent grid per prompt. `generator`: one for the whole batch, or one per prompt (each row's
-    randomness then does not depend on the other rows). `use_cache=False` recomputes the whole sequence at every
-    step (the reference the KV cache is tested and benchmarked against)."""
+    randomness then does not depend on the other rows). `temperature` scales the head sampler's Gaussian noise (its
+    start and the SDE's injected noise): below 1 each token keeps nearer its most likely values. `use_cache=False`
+    recomputes the whole sequence at every step (the reference the KV cache is tested and benchmarked against)."""
     if not prompts:
         raise ValueError("got an empty prompt list")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is unknown; choose one of {SAMPLERS}")
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0, got {temperature}")
     if num_inference_steps < 1 or (sampler == "sde" and num_inference_steps < 2):
         raise ValueError(f"num_inference_steps must be >= 1 (>= 2 for the SDE), got {num_inference_steps}")
     height, width = grid
@@ -168,9 +173,9 @@ def generate_latents(
         states = out.last_hidden_state[:, -k:]
         scale = guidance_at(guidance_scale, cfg_schedule, bounds[step], num_tokens) if use_cfg else 1.0
         velocity = _guided_velocity(model, states, batch, scale, use_cfg)
-        noise = draw_rows((k, channels), generator, batch, device)
+        noise = temperature * draw_rows((k, channels), generator, batch, device)
         if sampler == "sde":
-            z = sample_sde(velocity, noise, num_inference_steps, generator, sde_t_end)
+            z = sample_sde(velocity, noise, num_inference_steps, generator, sde_t_end, temperature)
         elif sampler == "euler":
             z = sample_euler(velocity, noise, num_inference_steps)
         else:

@@ -26,8 +26,8 @@ def _load_pipeline(args: argparse.Namespace):
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
     """Pipeline arguments from the shared sampling flags (None keeps the model's saved default)."""
     return dict(guidance_scale=args.cfg, num_inference_steps=args.steps, tokens_per_step=args.tokens_per_step,
-                order=args.order, sampler=args.sampler, cfg_schedule=args.cfg_schedule, height=args.size,
-                width=args.size)
+                order=args.order, sampler=args.sampler, cfg_schedule=args.cfg_schedule, temperature=args.temperature,
+                height=args.size, width=args.size)
 
 
 def _save_png(image, path: Path) -> None:
@@ -88,7 +88,7 @@ def run_sampling_defaults(args: argparse.Namespace) -> int:
     changes = {name: value for name, value in (
         ("guidance_scale", args.cfg), ("cfg_schedule", args.cfg_schedule), ("num_inference_steps", args.steps),
         ("sampler", args.sampler), ("tokens_per_step", args.tokens_per_step), ("order", args.order),
-        ("grid_size", args.grid_size)) if value is not None}
+        ("temperature", args.temperature), ("grid_size", args.grid_size)) if value is not None}
     if changes:
         config.sampling = SamplingConfig(**{**dataclasses.asdict(config.sampling), **changes})
         config.save(path)
@@ -165,6 +165,7 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--tokens-per-step", type=int, help="latent positions decoded per forward pass (1 = training order)")
     g.add_argument("--order", choices=("random", "raster"), help="generation order of the latent positions")
     g.add_argument("--sampler", choices=("sde", "euler", "heun"), help="flow-head sampler")
+    g.add_argument("--temperature", type=float, help="scale of the flow-head sampler's noise (1: as trained)")
     g.add_argument("--size", type=int, help="image height and width in pixels (a multiple of the AE stride)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     g.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="weight precision")
@@ -199,6 +200,7 @@ def add_commands(tree) -> None:
     p.add_argument("--cfg-schedule", choices=("constant", "linear"))
     p.add_argument("--steps", type=int, help="flow-head sampler steps")
     p.add_argument("--sampler", choices=("sde", "euler", "heun"))
+    p.add_argument("--temperature", type=float, help="scale of the flow-head sampler's noise")
     p.add_argument("--tokens-per-step", type=int)
     p.add_argument("--order", choices=("random", "raster"))
     p.add_argument("--grid-size", type=int, help="default latent grid side (image side = grid x AE stride)")
