@@ -200,3 +200,17 @@ def test_tiny_model_overfits_one_pair_with_every_sampler(tmp_path):
         with torch.no_grad():
             regenerated = pipe.ae.decode(regenerate(pipe, **kwargs)).sample
         assert psnr(regenerated, reference) >= bar, kwargs
+
+
+def test_saved_default_temperature_is_used_and_an_argument_overrides_it(pipe):
+    def latents(seed, **kwargs):
+        return pipe("a red circle", output_type="latent", order="raster", num_inference_steps=3,
+                    generator=torch.Generator().manual_seed(seed), **kwargs).images
+
+    saved = pipe.config.sampling.temperature
+    try:
+        pipe.config.sampling.temperature = 0.0  # no head noise: in raster order the seed no longer matters
+        assert torch.equal(latents(1), latents(2))
+        assert not torch.allclose(latents(1, temperature=1.0), latents(2, temperature=1.0))
+    finally:
+        pipe.config.sampling.temperature = saved
