@@ -43,6 +43,7 @@ def test_quick_recipe_runs_every_stage_and_losses_fall(quick_run):
     scores = json.loads((out / "eval" / "scores.json").read_text())
     assert set(scores["categories"]) == set(GENEVAL_TAGS) and scores["n_images"] == len(GENEVAL_TAGS)
     assert scores["sampler_defaults"]["tokens_per_step"] == 1
+    assert scores["sampler_defaults"]["temperature"] == recipe_preset("quick").ar_sampling_temperature == 0.7
     pipe = VGTPipeline.from_pretrained(out / "ar" / "model")
     image = pipe("a red circle", generator=torch.Generator().manual_seed(0), num_inference_steps=2).images[0]
     assert image.size == (32, 32)

@@ -97,6 +97,8 @@ def run_sampling_defaults(args: argparse.Namespace) -> int:
 
 
 def run_train_ar(args: argparse.Namespace) -> int:
+    import dataclasses
+
     import torch
     from accelerate import PartialState
 
@@ -135,6 +137,8 @@ def run_train_ar(args: argparse.Namespace) -> int:
         model.config.uncond_prob = args.uncond_prob
     if args.timestep_shift is not None:
         model.config.timestep_shift = args.timestep_shift
+    if args.sampling_temperature is not None:
+        model.config.sampling = dataclasses.replace(model.config.sampling, temperature=args.sampling_temperature)
     hooks = []
     if args.sample_prompts:
         hooks.append(Hook(SampleImages(ae, args.sample_prompts, seed=0), name="samples"))
@@ -220,6 +224,8 @@ def add_commands(tree) -> None:
     p.add_argument("--timestep-shift", type=float, help="logit-normal timestep shift (default 1.4)")
     p.add_argument("--position-init", choices=("sincos", "normal"),
                    help="start of the position grid: sine-cosine codes (default) or trunc-normal 0.02 (the authors')")
+    p.add_argument("--sampling-temperature", type=float,
+                   help="default sampling temperature saved with the exported model (default 1; see sampling-defaults)")
     p.add_argument("--sample-prompts", nargs="+", help="prompts rendered into RUN_DIR/samples every --eval-every")
     p.add_argument("--eval-prompts", help="prompt file (`vgt shapes prompts`): ShapesEval every --eval-every steps")
     p.add_argument("--eval-max-prompts", type=int, help="evaluate this many prompts, evenly spread over the file")
