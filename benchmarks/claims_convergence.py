@@ -7,7 +7,7 @@ checkpoint every --eval-every steps; each is judged with (reduced) ShapesEval. R
 the baseline's best score and the step it was first reached at, the step at which the VGT-AE run first reaches it,
 and their ratio.
 
-    python benchmarks/claims_convergence.py --recipe runs/shapes-full --work runs/claims/convergence
+    python benchmarks/claims_convergence.py --recipe runs/shapes --work runs/claims/convergence
     python benchmarks/claims_convergence.py --recipe runs/quick --work /tmp/conv --ar-steps 20 --eval-every 10 \\
         --ae-steps 20 10 --cache-samples 128 --eval-prompts-per-category 1 --eval-images 1     # reduced run
 """

@@ -2,10 +2,11 @@
 degrades slightly with each regulariser, and monotonically with the noise level).
 
 VGT-AE variants, all from the recipe's stage-1 model: stage 1 only (no stage 2), stage 2 with per-token channel
-LayerNorm and no noise, and stage 2 with LayerNorm and noise gamma in --gammas. For each: reconstruction PSNR on
+LayerNorm and no noise, and stage 2 with LayerNorm and noise gamma in --gammas (the recipe's own stage 2 serves for
+its gamma unless --ae-steps changes the stage lengths). For each: reconstruction PSNR on
 held-out ShapesWorld images (`vgt eval recon`), then the same VGT-AR budget on its latents and (reduced) ShapesEval.
 
-    python benchmarks/claims_latent_regularisation.py --recipe runs/shapes-full --work runs/claims/latent-reg
+    python benchmarks/claims_latent_regularisation.py --recipe runs/shapes --work runs/claims/latent-reg
     python benchmarks/claims_latent_regularisation.py --recipe runs/quick --work /tmp/reg --ar-steps 10 \\
         --ae-steps 10 5 --cache-samples 64 --recon-images 16 --eval-prompts-per-category 1 --eval-images 1
 """

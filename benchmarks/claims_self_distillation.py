@@ -6,7 +6,7 @@ distillation weight 0. For each: the VLM's understanding with its original and w
 (`vgt eval ae-understanding`: exact-scene accuracy on held-out scenes), reconstruction PSNR, and (reduced)
 ShapesEval after the same VGT-AR budget.
 
-    python benchmarks/claims_self_distillation.py --recipe runs/shapes-full --work runs/claims/distill
+    python benchmarks/claims_self_distillation.py --recipe runs/shapes --work runs/claims/distill
     python benchmarks/claims_self_distillation.py --recipe runs/quick --work /tmp/distill --ar-steps 10 \\
         --ae-steps 10 5 --cache-samples 64 --understanding-images 8 --recon-images 16 \\
         --eval-prompts-per-category 1 --eval-images 1                                     # reduced run
