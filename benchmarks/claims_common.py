@@ -115,12 +115,17 @@ class Experiment:
         return json.loads((out / "recon_metrics.json").read_text())["psnr_db"]
 
     def shapes_eval(self, model: Path, out: Path, sampling: tuple[str, ...] = ()) -> dict:
-        """Reduced ShapesEval of a pipeline folder (resumable; cached in OUT/scores.json)."""
+        """Reduced ShapesEval of a pipeline folder (resumable; cached in OUT/scores.json while the prompt set,
+        images per prompt, seed and sampler flags stay the same)."""
         from vgt.recipe import evaluate_pipeline
 
         scores_file = out / "scores.json"
-        if scores_file.is_file() and json.loads(scores_file.read_text()).get("sampler_flags") == list(sampling):
-            return json.loads(scores_file.read_text())
+        wanted = {"prompts_per_category": self.eval_prompts, "n_per_prompt": self.eval_images, "seed": self.seed,
+                  "sampler_flags": list(sampling)}
+        if scores_file.is_file():
+            scores = json.loads(scores_file.read_text())
+            if all(scores.get(key) == value for key, value in wanted.items()):
+                return scores
         return evaluate_pipeline(model, out, self.eval_prompts, self.eval_images, self.seed, sampling)
 
     def checkpoint_scores(self, run: Path) -> list[tuple[int, float]]:

@@ -68,8 +68,8 @@ def test_sample_benchmark_writes_geneval_layout_and_resumes(model_dir, tmp_path,
     rows = ROWS[:2]
     prompts = write_prompts(tmp_path / "prompts.jsonl", rows)
     out = tmp_path / "out"
-    args = ["sample-benchmark", "--prompts", str(prompts), "--out", str(out), "--n-per-prompt", "2",
-            "--model", str(model_dir), "--steps", "2", "--tokens-per-step", "16"]
+    args = ["sample-benchmark", "--prompts", str(prompts), "--out", str(out), "--model", str(model_dir), "--steps",
+            "2", "--tokens-per-step", "16", "--n-per-prompt", "2"]
     assert main(args) == 0
     layout = read_layout(out)
     assert [p.index for p in layout] == [0, 1]
@@ -78,6 +78,12 @@ def test_sample_benchmark_writes_geneval_layout_and_resumes(model_dir, tmp_path,
     first = np.asarray(Image.open(layout[1].sample_paths[0]))
     assert main(args) == 0
     assert "0 prompt(s) (2 already present)" in capsys.readouterr().out
+    assert main([*args[:-1], "3"]) == 0  # another image count is not "already present": generated again
+    assert "2 prompt(s) (0 already present)" in capsys.readouterr().out
+    assert all(len(p.sample_paths) == 3 for p in read_layout(out))
+    assert np.array_equal(first, np.asarray(Image.open(read_layout(out)[1].sample_paths[0])))  # per-image seeds
+    assert main(args) == 0
+    assert all(len(p.sample_paths) == 2 for p in read_layout(out))
     assert main([*args, "--overwrite"]) == 0  # same seeds -> same images
     assert np.array_equal(first, np.asarray(Image.open(layout[1].sample_paths[0])))
     assert main([*args, "--overwrite", "--batch-prompts", "2"]) == 0  # per-image seeds: batching changes nothing

@@ -1,8 +1,9 @@
 """Generate a prompt file's images in GenEval's layout (for `vgt sample-benchmark` and training-time evaluation).
 
 Every image gets its own generator, seeded from (seed, prompt index, image index), so its random draws do not
-depend on batching, on resuming, or on which other prompts are generated; prompt directories already present are
-skipped. (Batching several prompts together can still change the last bits of the arithmetic.)
+depend on batching, on resuming, or on which other prompts are generated; prompt directories that already hold
+the requested number of images are skipped (others are generated again). (Batching several prompts together can
+still change the last bits of the arithmetic.)
 """
 
 from __future__ import annotations
@@ -42,7 +43,8 @@ def write_benchmark_samples(pipe: VGTPipeline, prompts: Sequence[tuple[int, dict
 
     if n_per_prompt < 1 or prompts_per_batch < 1:
         raise ValueError(f"n_per_prompt and prompts_per_batch must be >= 1, got {n_per_prompt}, {prompts_per_batch}")
-    todo = [(i, m) for i, m in prompts if overwrite or not prompt_dir(out_dir, i).exists()]
+    todo = [(i, m) for i, m in prompts
+            if overwrite or len(list((prompt_dir(out_dir, i) / "samples").glob("*.png"))) != n_per_prompt]
     bar = tqdm(total=len(todo), desc="prompts", unit="prompt", disable=not progress)
     for start in range(0, len(todo), prompts_per_batch):
         batch = todo[start : start + prompts_per_batch]
@@ -51,7 +53,7 @@ def write_benchmark_samples(pipe: VGTPipeline, prompts: Sequence[tuple[int, dict
                       **pipeline_kwargs).images
         for row, (index, metadata) in enumerate(batch):
             write_prompt_samples(out_dir, index, metadata, images[row * n_per_prompt : (row + 1) * n_per_prompt],
-                                 overwrite=overwrite)
+                                 overwrite=True)  # absent, incomplete, or to be overwritten
         bar.update(len(batch))
     bar.close()
     return len(todo)

@@ -190,7 +190,8 @@ def add_commands(tree) -> None:
     p = tree.command("sample-benchmark", run_sample_benchmark,
                      "Generate images for a prompt file in GenEval's layout (OUT/<index>/samples/<k>.png).")
     p.add_argument("--prompts", required=True, help="prompt file, one JSON object per line (GenEval/ShapesEval)")
-    p.add_argument("--out", required=True, help="output folder; prompts already there are skipped (resume)")
+    p.add_argument("--out", required=True,
+                   help="output folder; prompts already there with --n-per-prompt images are skipped (resume)")
     p.add_argument("--n-per-prompt", type=int, default=4, help="images per prompt")
     p.add_argument("--seed", type=int, default=0, help="base seed (every image has its own generator)")
     p.add_argument("--batch-prompts", type=int, default=1, help="prompts per forward batch (faster; same seeds)")
