@@ -11,12 +11,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
 from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
-from vgt.recipe import STAGES, build_stages, recipe_preset, run_recipe, shapes_eval_subset
+from vgt.recipe import STAGES, build_stages, evaluate_pipeline, recipe_preset, run_recipe, shapes_eval_subset
 
 
 @pytest.fixture(scope="module")
@@ -151,3 +152,16 @@ def test_eval_model_prints_scores_with_the_sampler_settings(quick_run, tmp_path,
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert scores["n_images"] == 2 * len(GENEVAL_TAGS)
     assert scores["sampler_flags"][scores["sampler_flags"].index("--tokens-per-step") + 1] == "4"
+
+
+def test_evaluate_pipeline_regenerates_samples_left_by_other_settings(quick_run, tmp_path):
+    out, _ = quick_run
+    model, eval_dir = out / "ar" / "model", tmp_path / "eval"
+    first = evaluate_pipeline(model, eval_dir, 1, 1)
+    image = eval_dir / "samples" / "00000" / "samples" / "0000.png"
+    before = np.asarray(Image.open(image))
+    other = evaluate_pipeline(model, eval_dir, 1, 1, sampling=("--temperature", "0"))
+    assert other["sampler_flags"] == ["--temperature", "0"] and "--overwrite" in other["command"]
+    assert not np.array_equal(before, np.asarray(Image.open(image)))  # not the old images judged again
+    again = evaluate_pipeline(model, eval_dir, 1, 1)
+    assert np.array_equal(before, np.asarray(Image.open(image))) and again["overall"] == first["overall"]

@@ -209,19 +209,25 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
                       n_per_prompt: int = 4, seed: int = 0, sampling: Sequence[str] = ()) -> dict:
     """ShapesEval of a VGT pipeline folder (None: the shipped model): writes the prompt set, generates it in
     GenEval layout with `vgt sample-benchmark` (resumable), judges it and writes OUT/scores.json, which also
-    records the model, prompt set, seed and sampler settings. `sampling`: extra `vgt sample-benchmark` flags."""
+    records the model, prompt set, seed and sampler settings. `sampling`: extra `vgt sample-benchmark` flags.
+    Samples left in OUT by a run with other settings are generated again, not judged as if they were these."""
     from vgt.ar.config import ARConfig
     from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
     from vgt.cli import main
     from vgt.eval.shapes import PROMPT_SET_VERSION, evaluate_layout
-    from vgt.io import write_json, write_jsonl
+    from vgt.io import write_jsonl
     from vgt.pretrained import resolve_model_dir
 
     model_dir = resolve_model_dir(model)
     out = Path(out)
     prompts = write_jsonl(out / "prompts.jsonl", shapes_eval_subset(prompts_per_category))
+    settings = {"model": str(model_dir), "prompts_per_category": prompts_per_category, "n_per_prompt": n_per_prompt,
+                "seed": seed, "sampler_flags": list(sampling)}
+    settings_file = out / "samples_settings.json"
+    stale = settings_file.is_file() and json.loads(settings_file.read_text()) != settings
+    write_json(settings_file, settings)
     argv = ["sample-benchmark", "--prompts", str(prompts), "--out", str(out / "samples"), "--model", str(model_dir),
-            "--n-per-prompt", str(n_per_prompt), "--seed", str(seed), *sampling]
+            "--n-per-prompt", str(n_per_prompt), "--seed", str(seed), *sampling, *(["--overwrite"] if stale else [])]
     if main(argv) != 0:
         raise RuntimeError(f"`vgt {' '.join(argv)}` failed")
     scores, results = evaluate_layout(out / "samples")
