@@ -115,17 +115,10 @@ class Experiment:
         return json.loads((out / "recon_metrics.json").read_text())["psnr_db"]
 
     def shapes_eval(self, model: Path, out: Path, sampling: tuple[str, ...] = ()) -> dict:
-        """Reduced ShapesEval of a pipeline folder (resumable; cached in OUT/scores.json while the prompt set,
-        images per prompt, seed and sampler flags stay the same)."""
+        """Reduced ShapesEval of a pipeline folder (resumable: `evaluate_pipeline` keeps OUT's images while the
+        model, prompt set, images per prompt, seed and sampler flags stay the same, and only judges them again)."""
         from vgt.recipe import evaluate_pipeline
 
-        scores_file = out / "scores.json"
-        wanted = {"prompts_per_category": self.eval_prompts, "n_per_prompt": self.eval_images, "seed": self.seed,
-                  "sampler_flags": list(sampling)}
-        if scores_file.is_file():
-            scores = json.loads(scores_file.read_text())
-            if all(scores.get(key) == value for key, value in wanted.items()):
-                return scores
         return evaluate_pipeline(model, out, self.eval_prompts, self.eval_images, self.seed, sampling)
 
     def checkpoint_scores(self, run: Path) -> list[tuple[int, float]]:
@@ -137,7 +130,7 @@ class Experiment:
         for checkpoint in list_checkpoints(run):
             step = int(json.loads((checkpoint / "meta.json").read_text())["step"])
             out = run / "shapes_eval" / f"step_{step:08d}"
-            if not (out / "scores.json").is_file():
+            if not (out / "pipeline").is_dir():  # written atomically
                 pipe = VGTPipeline.from_pretrained(run / "model")
                 load_checkpoint_weights(pipe.model, checkpoint, use_ema=True)
                 pipe.save_pretrained(out / "pipeline")

@@ -44,13 +44,9 @@ def main() -> None:
 
     scores = {}
     for k in args.tokens_per_step:
-        out = work / f"tokens_per_step_{k}"
-        cached = out / "scores.json"
-        if cached.is_file() and json.loads(cached.read_text())["sampler_flags"] == ["--tokens-per-step", str(k)]:
-            scores[k] = json.loads(cached.read_text())
-        else:
-            scores[k] = evaluate_pipeline(model, out, per_category, args.eval_images, args.seed,
-                                          ["--tokens-per-step", str(k)])
+        # resumable: evaluate_pipeline keeps the images of unchanged settings and judges them again
+        scores[k] = evaluate_pipeline(model, work / f"tokens_per_step_{k}", per_category, args.eval_images, args.seed,
+                                      ["--tokens-per-step", str(k)])
 
     pipe = VGTPipeline.from_pretrained(model)
     prompts = [row["prompt"] for row in read_prompts(work / f"tokens_per_step_{args.tokens_per_step[0]}" /

@@ -154,14 +154,22 @@ def test_eval_model_prints_scores_with_the_sampler_settings(quick_run, tmp_path,
     assert scores["sampler_flags"][scores["sampler_flags"].index("--tokens-per-step") + 1] == "4"
 
 
-def test_evaluate_pipeline_regenerates_samples_left_by_other_settings(quick_run, tmp_path):
+def test_evaluate_pipeline_regenerates_samples_left_by_other_settings(quick_run, tmp_path, monkeypatch):
     out, _ = quick_run
     model, eval_dir = out / "ar" / "model", tmp_path / "eval"
     first = evaluate_pipeline(model, eval_dir, 1, 1)
     image = eval_dir / "samples" / "00000" / "samples" / "0000.png"
     before = np.asarray(Image.open(image))
-    other = evaluate_pipeline(model, eval_dir, 1, 1, sampling=("--temperature", "0"))
-    assert other["sampler_flags"] == ["--temperature", "0"] and "--overwrite" in other["command"]
+    other = evaluate_pipeline(model, eval_dir, 2, 1, sampling=("--temperature", "0"))
+    assert other["sampler_flags"] == ["--temperature", "0"] and other["n_images"] == 2 * len(GENEVAL_TAGS)
     assert not np.array_equal(before, np.asarray(Image.open(image)))  # not the old images judged again
+    # an interrupted run with the first settings leaves none of the other run's images to be judged as its own
+    import vgt.cli
+
+    monkeypatch.setattr(vgt.cli, "main", lambda argv: 1)
+    with pytest.raises(RuntimeError, match="failed"):
+        evaluate_pipeline(model, eval_dir, 1, 1)
+    monkeypatch.undo()
     again = evaluate_pipeline(model, eval_dir, 1, 1)
+    assert again["n_images"] == len(GENEVAL_TAGS)  # the larger prompt set's extra prompts are gone
     assert np.array_equal(before, np.asarray(Image.open(image))) and again["overall"] == first["overall"]

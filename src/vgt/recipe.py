@@ -21,6 +21,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -210,7 +211,7 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
     """ShapesEval of a VGT pipeline folder (None: the shipped model): writes the prompt set, generates it in
     GenEval layout with `vgt sample-benchmark` (resumable), judges it and writes OUT/scores.json, which also
     records the model, prompt set, seed and sampler settings. `sampling`: extra `vgt sample-benchmark` flags.
-    Samples left in OUT by a run with other settings are generated again, not judged as if they were these."""
+    Samples left in OUT by a run with other settings are removed and generated again, not judged as these."""
     from vgt.ar.config import ARConfig
     from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
     from vgt.cli import main
@@ -223,14 +224,17 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
     prompts = write_jsonl(out / "prompts.jsonl", shapes_eval_subset(prompts_per_category))
     settings = {"model": str(model_dir), "prompts_per_category": prompts_per_category, "n_per_prompt": n_per_prompt,
                 "seed": seed, "sampler_flags": list(sampling)}
-    settings_file = out / "samples_settings.json"
-    stale = settings_file.is_file() and json.loads(settings_file.read_text()) != settings
+    # OUT/samples only ever holds images of the recorded settings: others (or unrecorded ones) are removed before
+    # the new settings are recorded, so an interrupted run resumes with nothing of the old one left to judge
+    settings_file, samples = out / "samples_settings.json", out / "samples"
+    if samples.exists() and (not settings_file.is_file() or json.loads(settings_file.read_text()) != settings):
+        shutil.rmtree(samples)
     write_json(settings_file, settings)
-    argv = ["sample-benchmark", "--prompts", str(prompts), "--out", str(out / "samples"), "--model", str(model_dir),
-            "--n-per-prompt", str(n_per_prompt), "--seed", str(seed), *sampling, *(["--overwrite"] if stale else [])]
+    argv = ["sample-benchmark", "--prompts", str(prompts), "--out", str(samples), "--model", str(model_dir),
+            "--n-per-prompt", str(n_per_prompt), "--seed", str(seed), *sampling]
     if main(argv) != 0:
         raise RuntimeError(f"`vgt {' '.join(argv)}` failed")
-    scores, results = evaluate_layout(out / "samples")
+    scores, results = evaluate_layout(samples)
     defaults = ARConfig.load(model_dir / GENERATOR_DIR / CONFIG_NAME).sampling.__dict__
     scores.update(model=str(model_dir), prompt_set=PROMPT_SET_VERSION, prompts_per_category=prompts_per_category,
                   n_per_prompt=n_per_prompt, seed=seed, sampler_defaults=dict(defaults),

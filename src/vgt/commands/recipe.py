@@ -109,7 +109,8 @@ def add_commands(tree) -> None:
 
     p = tree.command("eval model", run_eval_model,
                      "ShapesEval of a VGT model: generate the prompt set (GenEval layout), judge it, print the scores.")
-    p.add_argument("--out", required=True, help="folder for prompts.jsonl, samples/ and scores.json (resumable)")
+    p.add_argument("--out", required=True, help="folder for prompts.jsonl, samples/ and scores.json (resumable; "
+                   "samples made with other settings are removed and generated again)")
     p.add_argument("--prompts-per-category", type=int,
                    help="a reduced evaluation: this many prompts per category (default: the full ShapesEval set)")
     p.add_argument("--n-per-prompt", type=int, default=4, help="images per prompt")
