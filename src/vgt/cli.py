@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import pkgutil
 import sys
@@ -82,12 +83,35 @@ def run(argv: Sequence[str] | None = None) -> int:
     """The console entry point: bad input is reported in one line that names the fix, not a traceback
     (`VGT_DEBUG=1` shows it)."""
     try:
-        return main(argv)
+        code = main(argv)
     except (FileNotFoundError, NotADirectoryError, ValueError) as error:
         if os.environ.get("VGT_DEBUG"):
             raise
         print(f"vgt: error: {error}", file=sys.stderr)
-        return 2
+        code = 2
+    end_distributed_process(code)
+    return code
+
+
+def end_distributed_process(code: int) -> None:
+    """In a process of a multi-process run (torchrun, accelerate launch), leave the process group and exit now,
+    skipping the interpreter's shutdown; otherwise return.
+
+    DDP keeps the gloo process group, and its worker threads, alive to the very end, and those threads racing the
+    interpreter's teardown abort the process ("terminate called without an active exception", SIGABRT) after
+    work that succeeded. Call this last in your own scripts that train under torchrun; every file must be closed.
+    """
+    if "torch" not in sys.modules:
+        return
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    dist.destroy_process_group()
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":
