@@ -164,9 +164,7 @@ def test_evaluate_pipeline_regenerates_samples_left_by_other_settings(quick_run,
     assert other["sampler_flags"] == ["--temperature", "0"] and other["n_images"] == 2 * len(GENEVAL_TAGS)
     assert not np.array_equal(before, np.asarray(Image.open(image)))  # not the old images judged again
     # an interrupted run with the first settings leaves none of the other run's images to be judged as its own
-    import vgt.cli
-
-    monkeypatch.setattr(vgt.cli, "main", lambda argv: 1)
+    monkeypatch.setattr("vgt.cli.main", lambda argv: 1)
     with pytest.raises(RuntimeError, match="failed"):
         evaluate_pipeline(model, eval_dir, 1, 1)
     monkeypatch.undo()

@@ -23,11 +23,15 @@ def _toy_cli(run_dir, processes):
         assert main(args) == 0
         return
     # torchrun; on a machine without GPUs the engine joins the gloo process group on CPU
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-               "-m", "vgt", *args]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    _torchrun(processes, "-m", "vgt", *args)
+
+
+def _torchrun(processes, *args) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes), *args]
+    result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
 
 def test_two_process_ddp_matches_one_process_from_the_cli(tmp_path):
@@ -68,11 +72,8 @@ def test_ddp_worker_exits_cleanly(tmp_path):
     # called without an active exception"), more on a busy machine
     script = tmp_path / "worker.py"
     script.write_text(_DDP_WORKER)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(script)]
     for _ in range(4):
-        result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"},
-                                timeout=120)
-        assert result.returncode == 0, result.stderr[-2000:]
+        result = _torchrun(2, str(script))
         assert "<rank 0 done>" in result.stdout and "<rank 1 done>" in result.stdout  # output flushed
 
 
