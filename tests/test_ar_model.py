@@ -9,7 +9,16 @@ from vgt.ar.config import ARConfig, FlowHeadConfig
 from vgt.ar.flow_head import FlowHead
 from vgt.ar.model import VGTForGeneration, generation_orders, sample_timesteps
 from vgt.ar.position_queries import PositionQueries
-from vgt.ar.sampling import generate_latents, group_sizes, guidance_at, sample_euler, sample_heun, sample_sde
+from vgt.ar.sampling import (
+    GuidedVelocity,
+    generate_latents,
+    group_sizes,
+    guidance_at,
+    head_times,
+    sample_euler,
+    sample_heun,
+    sample_sde,
+)
 from vgt.ar.sequence import NO_GROUP, decoding_layout, left_align_padding, training_layout
 from vgt.backbones.tiny import tiny_internvl_backbone
 
@@ -166,7 +175,6 @@ def gaussian_velocity(mu: float, sigma: float):
     mu + sigma * x0, and the SDE samples N(mu, sigma^2)."""
 
     def velocity(x, t):
-        t = t[..., None]
         var = t**2 * sigma**2 + (1 - t) ** 2
         return mu + (t * sigma**2 - (1 - t)) / var * (x - t * mu)
 
@@ -183,6 +191,40 @@ def test_head_samplers_integrate_a_known_flow():
     assert heun_error < (sample_euler(velocity, noise, 20) - exact).abs().max()
     sde = sample_sde(velocity, noise, 100, torch.Generator().manual_seed(1))
     assert abs(sde.mean().item() - 1.5) < 0.02 and abs(sde.std().item() - 0.5) < 0.02
+
+
+@pytest.mark.parametrize("scale", [None, 3.0])
+@pytest.mark.parametrize("sampler", ["sde", "heun"])
+def test_guided_velocity_equals_the_plain_head(model, scale, sampler):
+    """The sampler's precomputed per-group / per-step work gives the velocity of the head's plain forward."""
+    batch, k, rows = 2, 3, 4 if scale is not None else 2
+    g = torch.Generator().manual_seed(0)
+    states = torch.randn(rows, k, model.config.hidden_size, generator=g)
+    times = head_times(sampler, 5, 0.96)
+    fast = GuidedVelocity(model, states, times, batch, scale)
+    for t in times:
+        x = torch.randn(batch, k, CHANNELS, generator=g)
+        with torch.no_grad():
+            x_rows = torch.cat([x, x]) if scale is not None else x
+            v = model.velocity(x_rows, torch.full((rows, k), t), states)
+            expected = v if scale is None else v[batch:] + scale * (v[:batch] - v[batch:])
+            assert torch.allclose(fast(x, t), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_sde_sampler_follows_the_euler_maruyama_update():
+    """The fused update x (1 - dt) + (1 + t) v dt + noise equals the textbook score/drift form."""
+    velocity = gaussian_velocity(0.5, 2.0)
+    noise = torch.randn(64, 2, 4, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    x, ts = noise, torch.linspace(0.0, 0.9, 6).tolist()
+    for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+        dt = t_next - t
+        v = velocity(x, t)
+        drift = v + (1 - t) * (t * v - x) / (1 - t)
+        x = x + drift * dt + 0.7 * (2 * (1 - t) * dt) ** 0.5 * torch.randn(x.shape, generator=generator)
+    expected = x + velocity(x, ts[-1]) * (1 - ts[-1])
+    sampled = sample_sde(velocity, noise, 6, torch.Generator().manual_seed(1), t_end=0.9, temperature=0.7)
+    assert torch.allclose(sampled, expected, rtol=1e-5, atol=1e-5)
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------

@@ -19,10 +19,23 @@ from vgt.ar.config import CFG_SCHEDULES, SAMPLERS
 from vgt.ar.model import Generators, VGTForGeneration, draw_rows, generation_orders
 from vgt.ar.sequence import decoding_layout
 
-Velocity = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Velocity = Callable[[torch.Tensor, float], torch.Tensor]
 
 
 # ---- head samplers: integrate the flow from noise (t = 0) to a latent token (t = 1) --------------------------------
+
+
+def sde_times(steps: int, t_end: float) -> list[float]:
+    return torch.linspace(0.0, t_end, steps).tolist()
+
+
+def ode_times(steps: int) -> list[float]:
+    return torch.linspace(0.0, 1.0, steps + 1).tolist()
+
+
+def head_times(sampler: str, steps: int, t_end: float) -> list[float]:
+    """The times at which `sampler` evaluates the head (every point of its grid)."""
+    return sde_times(steps, t_end) if sampler == "sde" else ode_times(steps)
 
 
 def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: Generators,
@@ -30,36 +43,35 @@ def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: G
     """Euler-Maruyama on t = linspace(0, t_end, steps) with the score implied by the velocity, then one deterministic
     Euler step to t = 1 (the authors' sampler; `steps` head evaluations). `temperature` scales the injected noise."""
     x = noise
-    ts = torch.linspace(0.0, t_end, steps).tolist()
+    ts = sde_times(steps, t_end)
     for t, t_next in zip(ts[:-1], ts[1:], strict=True):
         dt = t_next - t
-        v = velocity(x, torch.full(x.shape[:-1], t, device=x.device))
-        score = (t * v - x) / (1 - t)
-        drift = v + (1 - t) * score
+        v = velocity(x, t)
+        # drift = v + (1 - t) * score with score = (t v - x) / (1 - t), i.e. (1 + t) v - x
         noise = draw_rows(tuple(x.shape[1:]), generator, len(x), x.device)
-        x = x + drift * dt + temperature * (2 * (1 - t) * dt) ** 0.5 * noise
+        x = torch.add(x * (1 - dt), v, alpha=(1 + t) * dt).add_(noise, alpha=temperature * (2 * (1 - t) * dt) ** 0.5)
     t = ts[-1]
-    return x + velocity(x, torch.full(x.shape[:-1], t, device=x.device)) * (1 - t)
+    return x + velocity(x, t) * (1 - t)
 
 
 def sample_euler(velocity: Velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
     """Deterministic ODE, Euler on a uniform grid of `steps` steps."""
     x = noise
-    ts = torch.linspace(0.0, 1.0, steps + 1).tolist()
+    ts = ode_times(steps)
     for t, t_next in zip(ts[:-1], ts[1:], strict=True):
-        x = x + velocity(x, torch.full(x.shape[:-1], t, device=x.device)) * (t_next - t)
+        x = x + velocity(x, t) * (t_next - t)
     return x
 
 
 def sample_heun(velocity: Velocity, noise: torch.Tensor, steps: int) -> torch.Tensor:
     """Deterministic ODE, Heun (trapezoidal predictor-corrector): `steps` steps, 2 head evaluations each."""
     x = noise
-    ts = torch.linspace(0.0, 1.0, steps + 1).tolist()
+    ts = ode_times(steps)
     for t, t_next in zip(ts[:-1], ts[1:], strict=True):
         dt = t_next - t
-        v = velocity(x, torch.full(x.shape[:-1], t, device=x.device))
+        v = velocity(x, t)
         x_pred = x + v * dt
-        v_next = velocity(x_pred, torch.full(x.shape[:-1], t_next, device=x.device))
+        v_next = velocity(x_pred, t_next)
         x = x + 0.5 * (v + v_next) * dt
     return x
 
@@ -151,6 +163,7 @@ def generate_latents(
     cache = None
     previous_z = None
     start = 0
+    times = head_times(sampler, num_inference_steps, sde_t_end)
     steps = tqdm(range(len(sizes)), desc="decoding", unit="step", disable=not progress, leave=False)
     for step in steps:
         group = row_orders[:, bounds[step] : bounds[step + 1]]
@@ -172,7 +185,7 @@ def generate_latents(
         k = sizes[step]
         states = out.last_hidden_state[:, -k:]
         scale = guidance_at(guidance_scale, cfg_schedule, bounds[step], num_tokens) if use_cfg else 1.0
-        velocity = _guided_velocity(model, states, batch, scale, use_cfg)
+        velocity = GuidedVelocity(model, states, times, batch, scale if use_cfg else None)
         noise = temperature * draw_rows((k, channels), generator, batch, device)
         if sampler == "sde":
             z = sample_sde(velocity, noise, num_inference_steps, generator, sde_t_end, temperature)
@@ -190,15 +203,23 @@ def generate_latents(
                         query_states=torch.cat(states_in_order, dim=1) if return_query_states else None)
 
 
-def _guided_velocity(model: VGTForGeneration, states: torch.Tensor, batch: int, scale: float,
-                     use_cfg: bool) -> Velocity:
-    """v = v_u + s (v_c - v_u), with conditional and unconditional rows evaluated in one head batch."""
+class GuidedVelocity:
+    """The head's velocity v(x, t) for one token group, at the times of the sampler's grid. With guidance
+    (`scale` not None) v = v_u + scale (v_c - v_u), conditional and unconditional rows in one head batch. What does
+    not depend on the noisy token (W_out and the condition projection, the time embedding, every adaLN modulation)
+    is computed once for the group and the whole grid, so a head evaluation is only the token's own path."""
 
-    def velocity(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if not use_cfg:
-            return model.velocity(x, t, states).float()
-        v = model.velocity(torch.cat([x, x]), torch.cat([t, t]), states).float()
-        v_cond, v_uncond = v[:batch], v[batch:]
-        return v_uncond + scale * (v_cond - v_uncond)
+    def __init__(self, model: VGTForGeneration, states: torch.Tensor, times: Sequence[float], batch: int,
+                 scale: float | None):
+        self.head = model.head
+        self.batch = batch
+        self.scale = scale
+        modulations = model.head.step_modulations(times, model.image_out_projector(states))
+        self.modulations = dict(zip(times, modulations, strict=True))
 
-    return velocity
+    def __call__(self, x: torch.Tensor, t: float) -> torch.Tensor:
+        modulations = self.modulations[t]
+        if self.scale is None:
+            return self.head.velocity(x, modulations).float()
+        v = self.head.velocity(torch.cat([x, x]), modulations).float()
+        return torch.lerp(v[self.batch :], v[: self.batch], self.scale)
