@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 from test_ar_pipeline import tiny_pipeline
 
+from vgt import threads
 from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import main
 from vgt.eval.layout import read_layout
@@ -46,6 +47,33 @@ def test_generate_several_images_files_or_grid(model_dir, tmp_path):
     assert files == ["x-000.png", "x-001.png", "x-002.png"]
     assert main([*base, "--grid", "--out", str(tmp_path / "grid.png")]) == 0
     assert Image.open(tmp_path / "grid.png").size == (48, 48)  # 3 images of 24 px tiled 2 x 2
+
+
+def test_generate_threads_setting_and_default(model_dir, tmp_path, monkeypatch):
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    args = ["generate", "a red circle", "--model", str(model_dir), "--steps", "2", "--out", str(tmp_path / "x.png")]
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert main([*args, "--threads", "1"]) == 0 and torch.get_num_threads() == 1
+        torch.set_num_threads(2)
+        assert main(args) == 0 and torch.get_num_threads() == 1  # one image: one thread unless told otherwise
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert main(args) == 0 and torch.get_num_threads() == 2  # the user's OMP_NUM_THREADS is kept
+        for bad in ("0", "-2"):
+            with pytest.raises(SystemExit, match="--threads must be >= 1"):
+                main([*args, "--threads", bad])
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_default_threads_follow_batch_size_and_idle_cores(monkeypatch):
+    monkeypatch.setattr(threads.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (1.2, 0.0, 0.0), raising=False)
+    assert threads.default_threads(1) == 1 and threads.default_threads(threads.PARALLEL_FROM_IMAGES - 1) == 1
+    assert threads.default_threads(16) == 3  # 4 cores, one of them busy
+    monkeypatch.setattr(threads.os, "getloadavg", lambda: (9.0, 0.0, 0.0), raising=False)
+    assert threads.default_threads(16) == 1
 
 
 def test_generate_without_a_model_is_a_clear_error(tmp_path, monkeypatch):

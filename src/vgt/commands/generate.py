@@ -14,13 +14,19 @@ def _device(name: str):
     return torch.device(name)
 
 
-def _load_pipeline(args: argparse.Namespace):
+def _load_pipeline(args: argparse.Namespace, images_per_call: int):
     import torch
 
     from vgt.ar.pipeline import VGTPipeline, default_model_dir
+    from vgt.threads import set_sampling_threads
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
-    return VGTPipeline.from_pretrained(args.model or default_model_dir(), device=_device(args.device), dtype=dtype)
+    device = _device(args.device)
+    try:
+        set_sampling_threads(args.threads, images_per_call, device)
+    except ValueError as error:
+        raise SystemExit(str(error)) from None
+    return VGTPipeline.from_pretrained(args.model or default_model_dir(), device=device, dtype=dtype)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -43,7 +49,7 @@ def run_generate(args: argparse.Namespace) -> int:
 
     from vgt.ar.pipeline import image_grid
 
-    pipe = _load_pipeline(args)
+    pipe = _load_pipeline(args, images_per_call=len(args.prompt) * args.num_images)
     generator = torch.Generator().manual_seed(args.seed)
     images = pipe(args.prompt, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images,
                   generator=generator, progress=True, **_sampling_kwargs(args)).images
@@ -66,7 +72,7 @@ def run_sample_benchmark(args: argparse.Namespace) -> int:
     if args.n_per_prompt < 1:
         raise SystemExit(f"--n-per-prompt must be >= 1, got {args.n_per_prompt}")
     prompts = read_prompts(args.prompts)
-    pipe = _load_pipeline(args)
+    pipe = _load_pipeline(args, images_per_call=args.batch_prompts * args.n_per_prompt)
     done = write_benchmark_samples(pipe, list(enumerate(prompts)), args.out, args.n_per_prompt, seed=args.seed,
                                    overwrite=args.overwrite, prompts_per_batch=args.batch_prompts,
                                    **_sampling_kwargs(args))
@@ -173,6 +179,9 @@ def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--size", type=int, help="image height and width in pixels (a multiple of the AE stride)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     g.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="weight precision")
+    g.add_argument("--threads", type=int,
+                   help="CPU threads (default: $OMP_NUM_THREADS if set, else 1 below 8 images per call, else the idle "
+                        "cores)")
 
 
 def add_commands(tree) -> None:

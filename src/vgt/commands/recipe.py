@@ -67,7 +67,7 @@ def run_eval_model(args: argparse.Namespace) -> int:
 
     chosen = {name: getattr(args, name.replace("-", "_")) for name in (
         "steps", "cfg", "cfg-schedule", "tokens-per-step", "order", "sampler", "temperature", "size", "device",
-        "dtype")}
+        "dtype", "threads")}
     chosen = {name: value for name, value in chosen.items() if value is not None}
     flags = [item for name, value in chosen.items() for item in (f"--{name}", str(value))]
     scores = evaluate_pipeline(args.model, args.out, args.prompts_per_category, args.n_per_prompt, args.seed, flags)
