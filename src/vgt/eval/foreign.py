@@ -13,6 +13,11 @@ from PIL import Image, ImageDraw
 
 from vgt.data.shapes import BACKGROUND, BORDER, COLORS, SUPERSAMPLE
 
+FOREIGN_KINDS: tuple[str, ...] = ("ellipse_2to1", "ellipse_1.5to1", "rectangle_2to1", "rectangle_1.5to1", "star",
+                                  "cross", "crescent", "semicircle", "hexagon", "pentagon", "diamond",
+                                  "inverted_triangle", "blob")
+
+
 #: kinds whose orientation is part of what they are (a diamond is a square turned 45 deg, an upside-down triangle
 #: is a triangle turned 180 deg); every other kind is drawn at a random rotation
 FIXED_ORIENTATION = ("diamond", "inverted_triangle", "star")
@@ -72,11 +77,6 @@ def outline(kind: str, rng: np.random.Generator) -> np.ndarray:
     if kind not in outlines:
         raise ValueError(f"unknown kind {kind!r}; choose from {', '.join(FOREIGN_KINDS)}")
     return outlines[kind]()
-
-
-FOREIGN_KINDS: tuple[str, ...] = ("ellipse_2to1", "ellipse_1.5to1", "rectangle_2to1", "rectangle_1.5to1", "star",
-                                  "cross", "crescent", "semicircle", "hexagon", "pentagon", "diamond",
-                                  "inverted_triangle", "blob")
 
 
 def draw_foreign(image: Image.Image, kind: str, color: tuple[int, int, int], center: tuple[float, float],

@@ -2,16 +2,19 @@
 
 Detection: the background is the median colour of the image border (an image without a plain border, e.g. noise,
 holds no objects). Pixels farther from it than a share of the weakest palette/background contrast are candidates;
-connected candidate components are the objects. A component's colour is the median of its strongest half of pixels
-(so anti-aliased, blurred or JPEG-ringing edges do not vote), named by the nearest palette colour within
-`COLOR_TOLERANCE`; a component whose pixels are not mixtures of background and one colour is no flat object.
+connected candidate components are the objects, cut by colour where touching objects of different colours form
+one component. A component's colour is the median of its strongest half of pixels (so anti-aliased, blurred or
+JPEG-ringing edges do not vote), named by the nearest palette colour within `COLOR_TOLERANCE`; a component whose
+pixels are not mixtures of background and one colour is no flat object.
 Its shape comes from its *coverage* map (how far each pixel lies from background towards the object's colour,
 0..1): every shape hypothesis is fitted by mass and centroid (area = total coverage), rendered anti-aliased (and
-slightly blurred, so soft edges are not mistaken for round corners) and compared by soft IoU; the best one names
-the shape if it reaches `SHAPE_MIN_IOU`. Coverage conserves mass under blur, noise and JPEG, so this fit degrades
-gracefully where a thresholded mask would not (at 64 px an object may be 10 px wide). Components below
-`MIN_AREA_FRACTION` of the image are specks and ignored; larger ones that match no shape or colour stay as
-unknown objects: "something else" in the image.
+slightly blurred, so soft edges are not mistaken for round corners) and compared by soft IoU; the best one is the
+candidate. Coverage conserves mass under blur, noise and JPEG, so this fit degrades gracefully where a thresholded
+mask would not (at 64 px an object may be 10 px wide). The candidate names the shape only if the component also
+passes the outline tests against it (IoU, elongation, coarse and fine radial profile): an ellipse, a star, a
+hexagon or a diamond is no circle, square or triangle but "unknown". Components under a quarter of the smallest
+ShapesWorld object are specks and ignored; larger ones that match no shape or colour stay as unknown objects:
+"something else" in the image.
 
 Rules (GenEval's `evaluate`, with its relative-position rule in the same terms): each `include` entry needs
 `count` objects of its class, of its `color` if given, each in `position` relation to the objects matched by an
@@ -214,8 +217,8 @@ def _flat_color(inside: np.ndarray) -> tuple[np.ndarray, bool]:
 def _split_by_color(labels: np.ndarray, offset: np.ndarray, background: np.ndarray, min_area: float) -> np.ndarray:
     """Separate touching or overlapping objects of different colours: a component is cut into the connected
     parts of its pixels' nearest palette colours (each pixel's distance to the line from background to that
-    colour), if at least two parts of object size cover most of it. Pixels of no part (the
-    blend along the seam) go back to the background. A component of one colour stays whole."""
+    colour), if at least two parts of object size cover most of it. Pixels of no part (the blend along the
+    seam) go back to the background. A component of one colour stays whole."""
     directions = _PALETTE - background
     labels = labels.copy()
     next_label = int(labels.max()) + 1
