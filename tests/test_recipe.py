@@ -17,7 +17,15 @@ from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
 from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
-from vgt.recipe import STAGES, build_stages, evaluate_pipeline, recipe_preset, run_recipe, shapes_eval_subset
+from vgt.recipe import (
+    STAGES,
+    TUNE_SEED_OFFSET,
+    build_stages,
+    evaluate_pipeline,
+    recipe_preset,
+    run_recipe,
+    shapes_eval_subset,
+)
 
 
 @pytest.fixture(scope="module")
@@ -129,6 +137,20 @@ def test_shapes_eval_subset_spreads_over_each_category():
         assert len(set(prompts)) > 1  # spread over the category, not its first prompt repeated
 
 
+def test_tune_split_draws_other_prompts_where_a_category_has_them():
+    report, tune = shapes_eval_subset(20), shapes_eval_subset(20, "tune")
+    assert len(tune) == len(report) and shapes_eval_subset(20, "tune") == tune
+    for tag in GENEVAL_TAGS:
+        asked = {r["prompt"] for r in report if r["tag"] == tag}
+        tuned = [r["prompt"] for r in tune if r["tag"] == tag]
+        distinct = len({r["prompt"] for r in shapes_eval_subset() if r["tag"] == tag})
+        # every distinct prompt the report leaves out is drawn before a reported one is reused
+        assert len(set(tuned) - asked) == min(distinct - len(asked), len(tuned)), tag
+    assert not {r["prompt"] for r in tune if r["tag"] == "color_attr"} & {r["prompt"] for r in report}
+    with pytest.raises(ValueError, match="unknown split"):
+        shapes_eval_subset(5, "test")
+
+
 def test_a_failing_stage_stops_the_recipe_and_says_how_to_resume(tmp_path):
     calls = []
 
@@ -149,9 +171,17 @@ def test_eval_model_prints_scores_with_the_sampler_settings(quick_run, tmp_path,
                  "--prompts-per-category", "1", "--n-per-prompt", "2", "--tokens-per-step", "4"]) == 0
     printed = capsys.readouterr().out
     assert "overall" in printed and "tokens-per-step=4" in printed and "sampler=sde" in printed
+    assert "95% interval" in printed and "seed 0" in printed and "seed 1" in printed
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
-    assert scores["n_images"] == 2 * len(GENEVAL_TAGS)
+    assert scores["n_images"] == 2 * 2 * len(GENEVAL_TAGS)  # two sampling seeds by default
+    assert set(scores["seeds"]) == {"0", "1"} and scores["split"] == "report"
+    assert scores["overall"] == pytest.approx(np.mean([s["overall"] for s in scores["seeds"].values()]))
     assert scores["sampler_flags"][scores["sampler_flags"].index("--tokens-per-step") + 1] == "4"
+    # the tuning split samples other prompts from other seeds
+    assert main(["eval", "model", "--model", str(out / "ar" / "model"), "--out", str(tmp_path / "tune"),
+                 "--prompts-per-category", "1", "--n-per-prompt", "1", "--seeds", "0", "--split", "tune"]) == 0
+    tuned = json.loads((tmp_path / "tune" / "seed-0" / "scores.json").read_text())
+    assert tuned["split"] == "tune" and tuned["sampling_seed"] == TUNE_SEED_OFFSET
 
 
 def test_evaluate_pipeline_regenerates_samples_left_by_other_settings(quick_run, tmp_path, monkeypatch):

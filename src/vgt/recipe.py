@@ -177,7 +177,7 @@ def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
                      "--ema-decay", str(cfg.ar_ema_decay), "--ema-start", str(ema_start),
                      "--sampling-temperature", str(cfg.ar_sampling_temperature), *train, *samples),
               ar / "pipeline.json", d["ar"]),
-        Stage("eval", ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), "--seed", str(cfg.seed), *(
+        Stage("eval", ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), "--seeds", str(cfg.seed), *(
             ("--prompts-per-category", str(cfg.eval_prompts_per_category)) if cfg.eval_prompts_per_category else ()),
                        "--n-per-prompt", str(cfg.eval_images_per_prompt)), d["eval"] / "scores.json"),
     ]
@@ -185,33 +185,59 @@ def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
 
 # ------------------------------------------------------------------------------------------------- evaluation
 
-def shapes_eval_subset(prompts_per_category: int | None = None) -> list[dict]:
+SPLITS = ("report", "tune")
+#: the tune split samples from these seeds on (seed s -> TUNE_SEED_OFFSET + s), never from a reporting seed
+TUNE_SEED_OFFSET = 1000
+
+
+def shapes_eval_subset(prompts_per_category: int | None = None, split: str = "report") -> list[dict]:
     """The ShapesEval prompt set, or `prompts_per_category` prompts of each category spread evenly over it (a
-    reduced evaluation; the full set repeats each category's distinct prompts up to >= 80 lines)."""
+    reduced evaluation; the full set repeats each category's distinct prompts up to >= 80 lines).
+
+    `split="tune"` draws a set for choosing settings (temperature, guidance, steps) that the reported score does
+    not use: per category, the distinct prompts the reporting subset leaves out, in a fixed shuffled order, then
+    (where a category has too few distinct prompts, e.g. 3 for single_object) the reporting ones again; its
+    images are sampled from other seeds (`TUNE_SEED_OFFSET`)."""
+    import numpy as np
+
     from vgt.data.shapes import GENEVAL_TAGS
     from vgt.eval.shapes import shapes_eval_prompts
 
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
     rows = shapes_eval_prompts()
-    if prompts_per_category is None:
+    if prompts_per_category is None and split == "report":
         return rows
     subset = []
     for tag in GENEVAL_TAGS:
         category = [r for r in rows if r["tag"] == tag]  # the distinct prompts, repeated in the same order
         distinct = len({r["prompt"] for r in category})
-        take = min(prompts_per_category, len(category))
+        take = min(prompts_per_category or len(category), len(category))
         if take <= distinct:  # evenly spaced distinct prompts
-            subset += [category[(i * distinct) // take] for i in range(take)]
+            report = [category[(i * distinct) // take] for i in range(take)]
         else:  # every distinct prompt, then repeats
-            subset += category[:take]
+            report = category[:take]
+        if split == "report":
+            subset += report
+            continue
+        used = {r["prompt"] for r in report}
+        unique = list({r["prompt"]: r for r in category[:distinct]}.values())
+        order = np.random.default_rng([TUNE_SEED_OFFSET, GENEVAL_TAGS.index(tag)]).permutation(len(unique))
+        fresh = [unique[i] for i in order if unique[i]["prompt"] not in used]
+        reused = [unique[i] for i in order if unique[i]["prompt"] in used]
+        subset += ((fresh + reused) * -(-take // distinct))[:take]
     return subset
 
 
 def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, prompts_per_category: int | None = None,
-                      n_per_prompt: int = 4, seed: int = 0, sampling: Sequence[str] = ()) -> dict:
-    """ShapesEval of a VGT pipeline folder (None: the shipped model): writes the prompt set, generates it in
-    GenEval layout with `vgt sample-benchmark` (resumable), judges it and writes OUT/scores.json, which also
-    records the model, prompt set, seed and sampler settings. `sampling`: extra `vgt sample-benchmark` flags.
-    Samples left in OUT by a run with other settings are removed and generated again, not judged as these."""
+                      n_per_prompt: int = 4, seed: int = 0, sampling: Sequence[str] = (), split: str = "report",
+                      ) -> dict:
+    """ShapesEval of a VGT pipeline folder (None: the shipped model) at one sampling seed: writes the prompt set,
+    generates it in GenEval layout with `vgt sample-benchmark` (resumable), judges it and writes OUT/scores.json
+    (scores with their 95% interval over prompts), which also records the model, prompt set, split, seed and
+    sampler settings. `sampling`: extra `vgt sample-benchmark` flags. `split="tune"`: the tuning prompt draw
+    (`shapes_eval_subset`). Samples left in OUT by a run with other settings are removed and generated again,
+    not judged as these."""
     from vgt.ar.config import ARConfig
     from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
     from vgt.cli import main
@@ -221,9 +247,10 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
 
     model_dir = resolve_model_dir(model)
     out = Path(out)
-    prompts = write_jsonl(out / "prompts.jsonl", shapes_eval_subset(prompts_per_category))
+    prompts = write_jsonl(out / "prompts.jsonl", shapes_eval_subset(prompts_per_category, split))
+    sample_seed = seed + (TUNE_SEED_OFFSET if split == "tune" else 0)
     settings = {"model": str(model_dir), "prompts_per_category": prompts_per_category, "n_per_prompt": n_per_prompt,
-                "seed": seed, "sampler_flags": list(sampling)}
+                "seed": seed, "sampler_flags": list(sampling), **({"split": split} if split != "report" else {})}
     # OUT/samples only ever holds images of the recorded settings: others (or unrecorded ones) are removed before
     # the new settings are recorded, so an interrupted run resumes with nothing of the old one left to judge
     settings_file, samples = out / "samples_settings.json", out / "samples"
@@ -231,15 +258,40 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
         shutil.rmtree(samples)
     write_json(settings_file, settings)
     argv = ["sample-benchmark", "--prompts", str(prompts), "--out", str(samples), "--model", str(model_dir),
-            "--n-per-prompt", str(n_per_prompt), "--seed", str(seed), *sampling]
+            "--n-per-prompt", str(n_per_prompt), "--seed", str(sample_seed), *sampling]
     if main(argv) != 0:
         raise RuntimeError(f"`vgt {' '.join(argv)}` failed")
     scores, results = evaluate_layout(samples)
     defaults = ARConfig.load(model_dir / GENERATOR_DIR / CONFIG_NAME).sampling.__dict__
-    scores.update(model=str(model_dir), prompt_set=PROMPT_SET_VERSION, prompts_per_category=prompts_per_category,
-                  n_per_prompt=n_per_prompt, seed=seed, sampler_defaults=dict(defaults),
-                  sampler_flags=list(sampling), command=f"vgt {' '.join(argv)}")
+    scores.update(model=str(model_dir), prompt_set=PROMPT_SET_VERSION, split=split,
+                  prompts_per_category=prompts_per_category, n_per_prompt=n_per_prompt, seed=seed,
+                  sampling_seed=sample_seed, sampler_defaults=dict(defaults), sampler_flags=list(sampling),
+                  command=f"vgt {' '.join(argv)}")
     write_jsonl(out / "per_image.jsonl", results)
+    write_json(out / "scores.json", scores)
+    return scores
+
+
+def evaluate_pipeline_seeds(model: str | os.PathLike | None, out: str | os.PathLike, seeds: Sequence[int],
+                            prompts_per_category: int | None = None, n_per_prompt: int = 4,
+                            sampling: Sequence[str] = (), split: str = "report") -> dict:
+    """ShapesEval over several sampling seeds: `evaluate_pipeline` per seed in OUT/seed-S, and OUT/scores.json with
+    their mean (the score), each seed's scores and a 95% bootstrap interval over prompts (a prompt's images from
+    every seed resampled together)."""
+    from vgt.eval.shapes import summarize
+
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
+    out = Path(out)
+    runs = {seed: evaluate_pipeline(model, out / f"seed-{seed}", prompts_per_category, n_per_prompt, seed, sampling,
+                                    split) for seed in seeds}
+    per_seed = {seed: [json.loads(line) for line in (out / f"seed-{seed}" / "per_image.jsonl").read_text().splitlines()]
+                for seed in seeds}
+    scores = summarize([row for rows in per_seed.values() for row in rows], per_seed)
+    first = runs[seeds[0]]
+    scores.update({k: first[k] for k in ("model", "prompt_set", "split", "prompts_per_category", "n_per_prompt",
+                                         "sampler_defaults", "sampler_flags")},
+                  commands=[run["command"] for run in runs.values()])
     write_json(out / "scores.json", scores)
     return scores
 

@@ -24,7 +24,7 @@ def add_commands(tree) -> None:
     p = tree.command("eval shapes", _eval_shapes, "Score images in GenEval layout (OUT/<index>/samples/*.png) "
                      "with the ShapesEval judge.")
     p.add_argument("out", help="generation output directory in GenEval layout")
-    p.add_argument("--json", help="write {overall, categories, n_images} here")
+    p.add_argument("--json", help="write {overall, categories, n_images, interval} here")
     p.add_argument("--per-image", help="write one JSON line per image (correct, reason, objects found) here")
     p.add_argument("--rules", choices=("strict", "geneval"), default="strict",
                    help="strict: exact counts and nothing else in the image; geneval: GenEval's own rules")

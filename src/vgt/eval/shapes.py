@@ -35,6 +35,7 @@ from vgt.eval.layout import read_layout, write_prompt_samples
 
 PROMPT_SET_VERSION = "shapes-eval-v1"
 MIN_PROMPTS_PER_CATEGORY = 80
+BOOTSTRAP_RESAMPLES = 2000
 
 
 def _category_prompts(tag: str) -> list[PromptSpec]:
@@ -95,8 +96,39 @@ def render_ground_truth(out_dir: str | os.PathLike, prompts: Sequence[dict] | No
     return Path(out_dir)
 
 
-def summarize(results: Sequence[dict]) -> dict:
-    """GenEval scores from per-image results: category means and their mean."""
+def _unit(result: dict) -> object:
+    """What a bootstrap resamples: the prompt (all its images, over every seed) when known, else the image."""
+    return result.get("index", result.get("filename", id(result)))
+
+
+def bootstrap_interval(results: Sequence[dict], level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> dict:
+    """Percentile bootstrap interval of every category score and of `overall`, resampling prompts within each
+    category (a prompt's images are not independent: they share its text). Deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    units: dict[str, dict[object, list[bool]]] = defaultdict(lambda: defaultdict(list))
+    for result in results:
+        units[result["tag"]][_unit(result)].append(bool(result["correct"]))
+    draws = {}
+    for tag, by_unit in units.items():
+        correct = np.array([sum(v) for v in by_unit.values()], dtype=np.float64)
+        count = np.array([len(v) for v in by_unit.values()], dtype=np.float64)
+        pick = rng.integers(0, len(count), (resamples, len(count)))
+        draws[tag] = correct[pick].sum(axis=1) / count[pick].sum(axis=1)
+    tail = (1 - level) / 2 * 100
+
+    def bounds(values: np.ndarray) -> list[float]:
+        return [float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))]
+
+    categories = {tag: bounds(draws[tag]) for tag in (*GENEVAL_TAGS, *sorted(draws)) if tag in draws}
+    present = [tag for tag in GENEVAL_TAGS if tag in draws]
+    overall = bounds(np.mean([draws[tag] for tag in present], axis=0)) if present else [0.0, 0.0]
+    return {"level": level, "method": "bootstrap over prompts", "overall": overall, "categories": categories}
+
+
+def summarize(results: Sequence[dict], seeds: dict[int, Sequence[dict]] | None = None) -> dict:
+    """GenEval scores from per-image results: category means and their mean, with a 95% bootstrap interval over
+    prompts; `seeds` (the same results split by sampling seed) adds each seed's scores."""
     by_tag: dict[str, list[bool]] = defaultdict(list)
     for result in results:
         by_tag[result["tag"]].append(bool(result["correct"]))
@@ -106,6 +138,11 @@ def summarize(results: Sequence[dict]) -> dict:
     missing = [tag for tag in GENEVAL_TAGS if tag not in categories]
     overall = float(np.mean([categories[tag] for tag in GENEVAL_TAGS if tag in categories])) if categories else 0.0
     scores = {"overall": overall, "categories": categories, "n_images": len(results)}
+    if results:
+        scores["interval"] = bootstrap_interval(results)
+    if seeds:
+        scores["seeds"] = {str(seed): {k: v for k, v in summarize(rows).items() if k in ("overall", "categories")}
+                           for seed, rows in seeds.items()}
     if missing:
         scores["missing_categories"] = missing
     return scores
@@ -133,12 +170,27 @@ def evaluate_layout(out_dir: str | os.PathLike, rules: str = "strict") -> tuple[
 
 
 def format_scores(scores: dict) -> str:
-    rows = [(tag, f"{score:.4f}") for tag, score in scores["categories"].items()]
-    rows.append(("overall", f"{scores['overall']:.4f}"))
-    width = max(len(name) for name, _ in rows)
-    lines = [f"{'category':<{width}}  score", f"{'-' * width}  ------"]
-    lines += [f"{name:<{width}}  {value}" for name, value in rows]
-    lines.append(f"({scores['n_images']} images)")
+    """A table: each category's score, its 95% interval and, when several seeds were sampled, each seed's score."""
+    interval = scores.get("interval", {})
+    seeds = scores.get("seeds", {})
+    header = ["category", "score", "95% interval", *(f"seed {s}" for s in seeds)]
+    rows = []
+    for name in [*scores["categories"], "overall"]:
+        score = scores["overall"] if name == "overall" else scores["categories"][name]
+        bounds = interval.get("overall") if name == "overall" else interval.get("categories", {}).get(name)
+        per_seed = [seed["overall"] if name == "overall" else seed["categories"].get(name, float("nan"))
+                    for seed in seeds.values()]
+        rows.append([name, f"{score:.4f}", f"{bounds[0]:.3f}-{bounds[1]:.3f}" if bounds else "-",
+                     *(f"{v:.4f}" for v in per_seed)])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+             for row in [header, ["-" * w for w in widths], *rows]]
+    note = f"{scores['n_images']} images"
+    if seeds:
+        note += f" over {len(seeds)} sampling seeds ({', '.join(seeds)}); score = their mean"
+    if interval:
+        note += f"; interval: {interval['method']}"
+    lines.append(f"({note})")
     if scores.get("missing_categories"):
         lines.append(f"warning: no images for {', '.join(scores['missing_categories'])}; overall averages the rest")
     return "\n".join(lines)
