@@ -68,7 +68,7 @@ def _heldout_images(spec: list[str] | None, resolution: int, num: int, seed: int
     """`num` images: held-out ShapesWorld scenes for the default `shapes` data, else the start of the source."""
     import torch
 
-    from vgt.data.sources import ShapesSource, build_source
+    from vgt.data.sources import ShapesSource, build_source, readable
 
     specs = spec or ["shapes"]
     if specs == ["shapes"]:
@@ -76,7 +76,7 @@ def _heldout_images(spec: list[str] | None, resolution: int, num: int, seed: int
     else:
         source = build_source(specs, resolution)
     images = []
-    for _, item in source.stream(0, 1, seed=seed, repeat=False):
+    for _, item in readable(source.stream(0, 1, seed=seed, repeat=False), source.label()):
         if isinstance(item, dict):
             images.append(item["image"])
         if len(images) == num:

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vgt.data.sources import IndexedSource, Sample, Skipped, Source, WebDatasetSource
+from vgt.data.sources import IndexedSource, Sample, Skipped, Source, WebDatasetSource, readable
 
 INDEX_FILE = "index.json"
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -74,7 +74,7 @@ def write_latent_cache(
     tar: tarfile.TarFile | None = None
     written = skipped = 0
     shape = None
-    items = source.stream(0, 1, seed, repeat=False)
+    items = readable(source.stream(0, 1, seed, repeat=False), source.label())
     bar = tqdm(total=num_samples, desc=f"cache latents -> {out}", unit="img")
     exhausted = False
     try:

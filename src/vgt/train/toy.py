@@ -73,8 +73,10 @@ class ReconstructionSamples:
 
 def first_images(source, n: int) -> torch.Tensor:
     """`n` readable images from the start of a source (a fixed batch for the sample hook)."""
+    from vgt.data.sources import readable
+
     images = []
-    for _, item in source.stream(0, 1, seed=12345):
+    for _, item in readable(source.stream(0, 1, seed=12345), source.label()):
         if isinstance(item, dict):
             images.append(item["image"])
         if len(images) == n:
