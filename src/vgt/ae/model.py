@@ -53,6 +53,15 @@ class AEOutput:
     tokens: torch.Tensor | None = None
 
 
+def is_ae_folder(directory: Path) -> bool:
+    """Whether `directory` holds a VGT-AE written by `save_pretrained` (so replacing it loses nothing foreign)."""
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"encoder", "dcae"} <= set(config) and (directory / WEIGHTS_NAME).is_file()
+
+
 class VGTAutoencoder(nn.Module):
     """The autoencoder. Build it with `from_backbone` (training from a VLM) or `from_pretrained` (an exported
     model); `encode(x).latent`, `decode(z).sample` and `forward(x)` follow diffusers' autoencoders."""
@@ -99,15 +108,17 @@ class VGTAutoencoder(nn.Module):
                 load_dcae_part(model.pixel_encoder.encoder, dcae_path, "encoder")
         return model
 
-    def save_pretrained(self, directory: str | Path, backbone_path: str | None = None) -> None:
+    def save_pretrained(self, directory: str | Path, backbone_path: str | None = None,
+                        overwrite: bool = False) -> None:
         """config.json + model.safetensors, written atomically. The frozen teacher is not part of the model.
-        `backbone_path` replaces the recorded VLM folder; a relative one is read relative to `directory`."""
+        `backbone_path` replaces the recorded VLM folder; a relative one is read relative to `directory`. An
+        existing folder is replaced only when it holds a VGT-AE (or nothing), or with `overwrite`."""
         from vgt.io import atomic_directory
 
         config = self.config.to_dict()
         if backbone_path is not None:
             config["backbone_path"] = backbone_path
-        with atomic_directory(directory) as staging:
+        with atomic_directory(directory, overwrite, ours=is_ae_folder) as staging:
             (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
