@@ -172,4 +172,4 @@ def test_resume_never_refuses_to_overwrite_and_explicit_resume_checks_world(fold
     with pytest.raises(FileExistsError, match="--resume auto"):
         run(folder, tmp_path, steps=4, ema_decay=0.0, resume="never")
     with pytest.raises(ValueError, match="global batch"):
-        run(folder, tmp_path, steps=4, ema_decay=0.0, batch_size=8)
+        run(folder, tmp_path, steps=4, ema_decay=0.0, batch_size=8, allow_config_change=True)
