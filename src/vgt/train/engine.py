@@ -44,7 +44,9 @@ class StepContext:
 
     step: int  # optimizer step being computed, 0-based
     micro_step: int  # gradient-accumulation micro-step within it
-    generator: torch.Generator  # seeded per (seed, step, micro_step, rank): use it for every random draw
+    #: one per sample of the batch, seeded by (seed, the sample's global index in the run): draw sample i's random
+    #: numbers from generators[i], so 1 and N processes (and resumed runs) draw the same numbers for each sample
+    generators: list[torch.Generator]
     device: torch.device
     accelerator: Accelerator
 
@@ -138,6 +140,8 @@ def _make_accelerator(precision: str, find_unused_parameters: bool) -> Accelerat
 #: settings that may differ on resume: how long to train and how often to log, save and evaluate
 RESUMABLE_CHANGES = {"steps", "log_every", "save_every", "eval_every", "keep_last", "resume", "run_dir",
                      "allow_config_change"}
+#: stage settings that only change what is evaluated during training, not what is trained
+EVALUATION_SETTINGS = {"eval_images"}
 CONFIG_CHANGES_FILE = "config_changes.jsonl"
 
 
@@ -153,11 +157,12 @@ def _flatten(config: dict, prefix: str = "") -> dict:
 
 def config_changes(saved: dict, new: dict) -> list[str]:
     """'name: old -> new' for every setting of `new` that differs from the run's saved config.json, except the
-    `RESUMABLE_CHANGES` of the training config."""
+    `RESUMABLE_CHANGES` of the training config and the stage's `EVALUATION_SETTINGS`."""
     old, now = _flatten(saved), _flatten(new)
     ignored = {f"train.{name}" for name in RESUMABLE_CHANGES}
-    return [f"{key}: {json.dumps(old.get(key))} -> {json.dumps(now.get(key))}" for key in sorted(set(old) | set(now))
-            if key not in ignored and old.get(key) != now.get(key)]
+    checked = [k for k in sorted(set(old) | set(now)) if k not in ignored and k.rpartition(".")[2] not in
+               EVALUATION_SETTINGS]
+    return [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(now.get(k))}" for k in checked if old.get(k) != now.get(k)]
 
 
 def _step_of(path: Path) -> int:
@@ -375,10 +380,14 @@ class Trainer:
             self.logger.log(self.step + 1, {"error": message})
         raise NonFiniteLossError(message)
 
-    def _generator(self, micro: int) -> torch.Generator:
-        gen = torch.Generator(device=self.accelerator.device)
-        gen.manual_seed(_seed_for(self.cfg.seed, self.step, micro, self.accelerator.process_index))
-        return gen
+    def _generators(self, micro: int) -> list[torch.Generator]:
+        """Per-sample generators. Sample j of this process's micro-batch is global sample
+        rank + N * ((step * grad_accum + micro) * micro_batch + j): the index an indexed source deals it from, so
+        a sample's numbers depend on neither the process count nor the accumulation split."""
+        acc, first = self.accelerator, (self.step * self.cfg.grad_accum + micro) * self.micro_batch
+        return [torch.Generator(device=acc.device).manual_seed(
+                    _seed_for(self.cfg.seed, acc.process_index + acc.num_processes * (first + j)))
+                for j in range(self.micro_batch)]
 
     def _optimizer_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
         """One optimizer step over `grad_accum` micro-batches; returns this process's metrics (loss, grad_norm,
@@ -394,7 +403,7 @@ class Trainer:
                     "(Source.stream is called with repeat=True)"
                 ) from None
             batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            context = StepContext(self.step, micro, self._generator(micro), acc.device, acc)
+            context = StepContext(self.step, micro, self._generators(micro), acc.device, acc)
             sync = micro == cfg.grad_accum - 1  # gradients are all-reduced only on the last micro-step
             with nullcontext() if sync else acc.no_sync(self.model):
                 with acc.autocast():
