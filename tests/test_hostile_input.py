@@ -173,3 +173,32 @@ def test_unwritable_output_and_full_disk_are_one_line_errors(tmp_path, capsys, m
     monkeypatch.setattr("vgt.io.os.fsync", full)
     assert "No space left on device" in error_of(capsys, "shapes", "prompts", "--out", "p.jsonl")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_words_outside_the_vocabulary_are_named_and_capitals_lower_cased(capsys, tmp_path):
+    import torch
+
+    from vgt.ar.pipeline import VGTPipeline
+
+    err = error_of(capsys, "generate", "a purple dragon", "--out", tmp_path / "x.png", "--steps", 2)
+    assert "'dragon' not in this model's vocabulary" in err and "circle" in err
+    pipe = VGTPipeline.from_pretrained(SHIPPED)
+    images = [pipe(p, num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0)).images
+              for p in ("Two RED circles", "two red circles")]
+    assert torch.equal(*images)
+    with pytest.raises(ValueError, match="'dragon'"):
+        pipe("one red circle", negative_prompt="a dragon", num_inference_steps=2)
+
+
+def test_sixteen_bit_and_float_grayscale_images_keep_their_brightness(tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    from vgt.data.transforms import to_tensor
+
+    gray = np.full((8, 8), 32768, dtype=np.uint16)  # mid-gray in 16 bits
+    Image.fromarray(gray).save(tmp_path / "g16.png")
+    with Image.open(tmp_path / "g16.png") as image:
+        assert image.mode.startswith("I")
+        assert abs(to_tensor(image).mean().item()) < 0.01  # about 0 in [-1, 1], not 1 (white)
+    assert abs(to_tensor(Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))).mean().item()) < 0.01

@@ -27,6 +27,7 @@ from vgt.ar.model import VGTForGeneration
 from vgt.ar.sampling import generate_latents
 from vgt.data.transforms import to_pil as image_to_pil
 from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir  # noqa: F401  (re-exported; the model used by default)
+from vgt.text import check_prompt
 from vgt.train.checkpoint import load_state_strict, read_weights
 
 PIPELINE_FILE = "pipeline.json"
@@ -185,11 +186,14 @@ class VGTPipeline:
             raise ValueError("got an empty prompt list; pass at least one prompt")
         if any(not isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be strings")
+        tokenizer = self.model.backbone.tokenizer
+        prompts = [check_prompt(tokenizer, p) for p in prompts]
         negatives = None
         if negative_prompt is not None:
             negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+            negatives = [check_prompt(tokenizer, n) for n in negatives]
         guidance_scale = defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
         steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
         tokens_per_step = defaults.tokens_per_step if tokens_per_step is None else tokens_per_step

@@ -206,13 +206,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from vgt.data.transforms import to_pil, to_tensor
+    from vgt.data.transforms import to_pil, to_rgb, to_tensor
 
     ae, _ = _load_ae(args)
     out_dir = Path(args.out)
     for path in map(Path, args.images):
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            image = to_rgb(image)
         width, height = image.size
         if args.size:
             width = height = args.size

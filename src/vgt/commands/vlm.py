@@ -55,11 +55,11 @@ def _load_image(path: str, size: int):
     """A square center crop of the image, resized to the VLM's resolution, as [1, 3, size, size] in [-1, 1]."""
     from PIL import Image
 
-    from vgt.data.transforms import to_tensor
+    from vgt.data.transforms import to_rgb, to_tensor
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"image {path!r} does not exist")
-    image = Image.open(path).convert("RGB")
+    image = to_rgb(Image.open(path))
     side = min(image.size)
     left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
     image = image.crop((left, top, left + side, top + side))
