@@ -202,3 +202,24 @@ def test_sixteen_bit_and_float_grayscale_images_keep_their_brightness(tmp_path):
         assert image.mode.startswith("I")
         assert abs(to_tensor(image).mean().item()) < 0.01  # about 0 in [-1, 1], not 1 (white)
     assert abs(to_tensor(Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))).mean().item()) < 0.01
+
+
+@pytest.mark.parametrize("file, text", [("generator/config.json", "{garbage"), ("pipeline.json", "[1]"),
+                                        ("ae/config.json", '{"encoder": 3}'), ("generator/config.json", "")])
+def test_damaged_model_configs_are_one_line_errors_naming_the_file(file, text, tmp_path, capsys):
+    model = tmp_path / "model"
+    shutil.copytree(SHIPPED, model)
+    (model / file).write_text(text)
+    err = error_of(capsys, "generate", "x", "--model", model, "--out", tmp_path / "x.png", "--steps", 2)
+    assert file.split("/")[-1] in err or "VGT-AE config" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["train", "toy", "--run-dir", "r", "--data-weights", "-1"],
+    ["recipe", "shapes", "--out", "rs", "--quick", "--set", "ar_steps=nan"],
+    ["recipe", "shapes", "--out", "rs", "--quick", "--set", "ar_steps=1.5"],
+])
+def test_bad_weights_and_recipe_values_are_one_line_errors(argv, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    error_of(capsys, *argv)
+    assert list(tmp_path.iterdir()) == []

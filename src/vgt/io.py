@@ -28,6 +28,21 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return path
 
 
+def read_json(path: str | os.PathLike, kind: type = dict) -> object:
+    """A JSON file that must hold a `kind` (an object by default); a ValueError naming the file otherwise."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not a JSON text file ({err})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({err}); the file is damaged or not the one expected"
+                         ) from None
+    if not isinstance(data, kind):
+        raise ValueError(f"{str(path)!r} holds a JSON {type(data).__name__}, expected a {kind.__name__}")
+    return data
+
+
 def write_json(path: str | os.PathLike, data: object, sort_keys: bool = False) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=sort_keys) + "\n")
 

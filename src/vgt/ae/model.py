@@ -25,6 +25,7 @@ from vgt.ae.config import AEConfig
 from vgt.ae.dcae import build_dcae_decoder, decoder_stride, load_dcae_part, read_dcae_config
 from vgt.ae.pixel_encoder import PixelEncoder
 from vgt.backbones.base import Backbone, VisionEncoder, grid_for_stride
+from vgt.io import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -135,7 +136,7 @@ class VGTAutoencoder(nn.Module):
                 f"{str(directory)!r} is not a VGT-AE folder: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
                 "(written by `vgt train ae` or VGTAutoencoder.save_pretrained)"
             )
-        config = AEConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        config = AEConfig.from_dict(read_json(directory / CONFIG_NAME))
         vision = None
         if config.encoder == "vlm":
             if backbone is None:

@@ -7,12 +7,11 @@ weights fit the backbone they are loaded with.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vgt.io import write_json
+from vgt.io import read_json, write_json
 
 SAMPLERS = ("sde", "euler", "heun")
 ORDERS = ("random", "raster")
@@ -117,7 +116,7 @@ class ARConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ARConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_json(path))
 
 
 def ar_preset(name: str, hidden_size: int, latent_channels: int = 32) -> ARConfig:

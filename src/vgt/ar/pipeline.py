@@ -26,6 +26,7 @@ from vgt.ar.config import CFG_SCHEDULES, ORDERS, SAMPLERS, ARConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.ar.sampling import generate_latents
 from vgt.data.transforms import to_pil as image_to_pil
+from vgt.io import read_json
 from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir  # noqa: F401  (re-exported; the model used by default)
 from vgt.text import check_prompt
 from vgt.train.checkpoint import load_state_strict, read_weights
@@ -124,7 +125,7 @@ class VGTPipeline:
                 f"{str(directory)!r} is not a VGT pipeline folder (no {PIPELINE_FILE}); expected the folder written "
                 "by VGTPipeline.save_pretrained or `vgt train ar --export`"
             )
-        record = json.loads(record_file.read_text())
+        record = read_json(record_file)
         if record.get("format") != PIPELINE_FORMAT:
             raise ValueError(f"{str(record_file)!r} is not a {PIPELINE_FORMAT} record: {record}")
         backbone = load_backbone(record.get("backbone", "auto"), directory / BACKBONE_DIR)

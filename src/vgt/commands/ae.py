@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from vgt.argtypes import finite_float, non_negative_int, positive_int
@@ -37,11 +36,12 @@ def _load_ae(args: argparse.Namespace):
     """The exported VGT-AE in --model, and the VLM it was built from (None for a pixel AE without a VLM)."""
     from vgt.ae.config import AEConfig
     from vgt.ae.model import CONFIG_NAME, VGTAutoencoder
+    from vgt.io import read_json
 
     config_file = Path(args.model) / CONFIG_NAME
     if not config_file.is_file():
         raise FileNotFoundError(f"{args.model} is not a VGT-AE folder (no {CONFIG_NAME}); pass RUN_DIR/model")
-    config = AEConfig.from_dict(json.loads(config_file.read_text()))
+    config = AEConfig.from_dict(read_json(config_file))
     # a recorded relative VLM path is relative to the AE folder (as VGTAutoencoder.from_pretrained reads it)
     recorded = Path(args.model) / config.backbone_path if config.backbone_path else None
     path = getattr(args, "backbone_path", None) or recorded

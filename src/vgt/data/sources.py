@@ -352,7 +352,7 @@ class MixSource(Source):
     def __init__(self, sources: Sequence[Source], weights: Sequence[float]):
         if len(sources) != len(weights) or not sources:
             raise ValueError(f"MixSource needs one weight per source (got {len(sources)} and {len(weights)})")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
+        if not all(0 <= w < float("inf") for w in weights) or sum(weights) <= 0:
             raise ValueError(f"mix weights must be >= 0 with a positive sum, got {list(weights)}")
         self.sources = list(sources)
         self.probs = np.asarray(weights, dtype=np.float64) / float(sum(weights))
@@ -406,6 +406,8 @@ def build_source(specs: Sequence[str], resolution: int, weights: Sequence[float]
     sources = [parse_source(s, resolution) for s in specs]
     if weights is not None and len(weights) != len(sources):
         raise ValueError(f"{len(weights)} data weight(s) for {len(sources)} data source(s)")
+    if weights is not None and not (all(0 <= w < float("inf") for w in weights) and sum(weights) > 0):
+        raise ValueError(f"data weights must be finite, >= 0 and not all 0, got {list(weights)}")
     if len(sources) == 1:
         return sources[0]
     return MixSource(sources, weights or [1.0] * len(sources))
