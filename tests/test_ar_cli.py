@@ -56,7 +56,8 @@ def test_generate_without_a_model_is_a_clear_error(tmp_path, monkeypatch):
 
 ROWS = [{"tag": "single_object", "prompt": "a circle", "include": [{"class": "circle", "count": 1}]},
         {"tag": "colors", "prompt": "a red square", "include": [{"class": "square", "count": 1, "color": "red"}]},
-        {"tag": "counting", "prompt": "two circles", "include": [{"class": "circle", "count": 2}]}]
+        {"tag": "colors", "prompt": "a blue circle", "include": [{"class": "circle", "count": 1, "color": "blue"}]}]
+# (prompts in the test model's small vocabulary: words outside it are refused)
 
 
 def write_prompts(path, rows=ROWS):

@@ -212,7 +212,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     out_dir = Path(args.out)
     for path in map(Path, args.images):
         with Image.open(path) as image:
-            image = to_rgb(image)
+            image = to_rgb(image).copy()  # loaded before the file closes
         width, height = image.size
         if args.size:
             width = height = args.size

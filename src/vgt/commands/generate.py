@@ -111,6 +111,7 @@ def run_train_ar(args: argparse.Namespace) -> int:
     from vgt.data.sources import build_source
     from vgt.eval.shapes import read_prompts
     from vgt.io import check_replaceable, holds
+    from vgt.text import check_prompt
     from vgt.train import Hook, Trainer, config_from_args, load_checkpoint_weights
 
     backbone = load_backbone(args.backbone, args.backbone_path)
@@ -141,10 +142,13 @@ def run_train_ar(args: argparse.Namespace) -> int:
     if args.sampling_temperature is not None:
         model.config.sampling = dataclasses.replace(model.config.sampling, temperature=args.sampling_temperature)
     hooks = []
-    if args.sample_prompts:
-        hooks.append(Hook(SampleImages(ae, args.sample_prompts, seed=0), name="samples"))
+    if args.sample_prompts:  # prompts outside the vocabulary fail now, not at the first hook
+        sample_prompts = [check_prompt(backbone.tokenizer, p) for p in args.sample_prompts]
+        hooks.append(Hook(SampleImages(ae, sample_prompts, seed=0), name="samples"))
     if args.eval_prompts:
         prompts = evenly_spaced(read_prompts(args.eval_prompts), args.eval_max_prompts)
+        for _, row in prompts:
+            check_prompt(backbone.tokenizer, row["prompt"])
         hooks.append(Hook(ShapesEvalHook(ae, prompts, n_per_prompt=args.eval_per_prompt), name="shapes_eval"))
     extra = {"ar": model.config.to_dict(), "data": specs, "resolution": args.resolution,
              "backbone_path": str(args.backbone_path), "ae": str(args.ae)}

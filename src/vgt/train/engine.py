@@ -8,6 +8,7 @@ and stopping on a non-finite loss. See docs/training.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -186,11 +187,16 @@ class Trainer:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise FileExistsError(f"--run-dir {str(self.run_dir)!r} is a file; a run directory is due there")
         self.accelerator = accelerator or _make_accelerator(cfg.precision, find_unused_parameters)
+        created = not self.run_dir.exists()
         self.lock = RunDirLock(self.run_dir) if self.accelerator.is_main_process else None
         try:
             self._setup(model, source, extra_config)
         except BaseException:
             self.release()
+            if created and self.lock is not None:  # a run that never started leaves no directory behind
+                self.lock.path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()
             raise
 
     def release(self) -> None:
