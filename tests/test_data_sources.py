@@ -15,8 +15,10 @@ from vgt.data.sources import (
     MixSource,
     ShapesSource,
     Skipped,
+    UnreadableDataError,
     WebDatasetSource,
     build_source,
+    readable,
 )
 from vgt.data.transforms import prepare_image
 from vgt.train.loader import StreamPosition, make_loader
@@ -107,6 +109,76 @@ def test_truncated_shard_is_skipped_and_counted(shards, tmp_path):
     good = [x["caption"] for _, x in items if isinstance(x, dict)]
     assert good[:5] == [f"shard 0 item {i}" for i in range(5)] and good[-5:] == [f"shard 2 item {i}" for i in range(5)]
     assert 5 < len(good) < 15  # the readable head of the cut shard is still used
+
+
+def _member_boundaries(path):
+    with tarfile.open(path) as tar:
+        return [m.offset_data + -(-m.size // 512) * 512 for m in tar.getmembers()]
+
+
+def test_shard_cut_at_a_member_boundary_is_reported_as_truncated(shards, tmp_path):
+    data = (shards / "train-0001.tar").read_bytes()
+    cut = _member_boundaries(shards / "train-0001.tar")[3]  # after 2 complete samples (4 members)
+    (tmp_path / "b.tar").write_bytes(data[:cut])
+    items = list(WebDatasetSource([str(tmp_path / "b.tar")], 8).stream(0, 1, seed=0, repeat=False))
+    good = [x["caption"] for _, x in items if isinstance(x, dict)]
+    skipped = [x.reason for _, x in items if isinstance(x, Skipped)]
+    assert good == ["shard 1 item 0", "shard 1 item 1"]
+    assert len(skipped) == 1 and "truncated" in skipped[0] and "end-of-archive" in skipped[0]
+    # a cut inside the last sample (its caption lost) skips that sample too
+    (tmp_path / "c.tar").write_bytes(data[: _member_boundaries(shards / "train-0001.tar")[2]])
+    items = list(WebDatasetSource([str(tmp_path / "c.tar")], 8).stream(0, 1, seed=0, repeat=False))
+    assert [x["caption"] for _, x in items if isinstance(x, dict)] == ["shard 1 item 0"]
+    assert sum(isinstance(x, Skipped) for _, x in items) == 2
+    # complete shards (end marker present) report nothing
+    items = list(WebDatasetSource([str(shards / "train-0001.tar")], 8).stream(0, 1, seed=0, repeat=False))
+    assert not any(isinstance(x, Skipped) for _, x in items) and len(items) == 5
+
+
+@pytest.mark.parametrize("line", ["pipe:touch {marker}", "-", "http://example.com/a.tar", "file:///etc/passwd"])
+def test_shard_lists_and_patterns_never_run_commands_or_read_urls(shards, tmp_path, line):
+    marker = tmp_path / "ran"
+    listing = tmp_path / "shards.txt"
+    listing.write_text(f"{shards / 'train-0000.tar'}\n{line.format(marker=marker)}\n")
+    for spec in (str(listing), line.format(marker=marker)):
+        with pytest.raises(ValueError, match="local tar files"):
+            WebDatasetSource(spec, 8)
+    assert not marker.exists()
+
+
+def test_shard_list_lines_are_files_relative_to_the_list(shards, tmp_path):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "x.tar").write_bytes((shards / "train-0003.tar").read_bytes())
+    (tmp_path / "list.txt").write_text("sub/x.tar\n\n")
+    source = WebDatasetSource(str(tmp_path / "list.txt"), 8)
+    assert source.urls == [str(tmp_path / "sub" / "x.tar")]
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        WebDatasetSource(str(tmp_path / "missing-{00..03}.tar"), 8)
+    with pytest.raises(FileNotFoundError, match="is a directory"):
+        WebDatasetSource([str(tmp_path / "sub")], 8)
+
+
+def test_a_source_with_nothing_readable_stops_with_an_error_naming_it(tmp_path):
+    for i in range(3):
+        (tmp_path / f"{i}.png").write_bytes(b"junk")
+    (tmp_path / "metadata.jsonl").write_text(
+        "".join(json.dumps({"file_name": f"{i}.png", "text": "x"}) + "\n" for i in range(3)))
+    source = build_source([f"folder:{tmp_path}"], 8)
+    with pytest.raises(UnreadableDataError, match=f"folder:{tmp_path}: 1000 unreadable samples in a row"):
+        list(readable(source.stream(0, 1, seed=0), source.label()))  # repeats forever without the bound
+    loader = make_loader(source, 2, 0, 0, 1, 0, StreamPosition(1))
+    with pytest.raises(UnreadableDataError, match=r"data partition 0\): 1000 unreadable"):
+        next(iter(loader))
+    with pytest.raises(ValueError, match="resolution"):
+        build_source(["shapes"], 0)
+
+
+def test_a_null_or_non_string_caption_is_an_error_not_the_word_none(tmp_path):
+    Image.new("RGB", (8, 8)).save(tmp_path / "a.png")
+    for text in ("null", "3", '["a"]'):
+        (tmp_path / "metadata.jsonl").write_text(f'{{"file_name": "a.png", "text": {text}}}\n')
+        with pytest.raises(ValueError, match="metadata.jsonl:1: .* must be strings"):
+            ImageFolderSource(tmp_path, 8)
 
 
 def test_corrupt_images_are_skipped_and_counted_by_the_loader(folder):

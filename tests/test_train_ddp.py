@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _toy_cli(run_dir, processes):
     args = ["train", "toy", "--run-dir", str(run_dir), "--data", f"folder:{run_dir.parent / 'data'}",
-            "--resolution", "16", "--width", "8", "--steps", "4", "--batch-size", "8", "--noise", "0",
+            "--resolution", "16", "--width", "8", "--steps", "4", "--batch-size", "8", "--noise", "0.2",
             "--log-every", "1", "--save-every", "2"]
     if processes == 1:
         assert main(args) == 0

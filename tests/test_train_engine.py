@@ -118,8 +118,9 @@ def test_unreadable_images_are_counted_in_the_metrics(folder, tmp_path):
 
 
 def test_gradient_accumulation_matches_full_batch(folder, tmp_path):
-    run(folder, tmp_path / "a", dropout=0.0, noise=0.0, steps=3, batch_size=8, ema_decay=0.0)
-    run(folder, tmp_path / "b", dropout=0.0, noise=0.0, steps=3, batch_size=8, grad_accum=4, ema_decay=0.0)
+    # with noise: each sample draws from its own generator, whichever micro-step holds it
+    run(folder, tmp_path / "a", dropout=0.0, noise=0.2, steps=3, batch_size=8, ema_decay=0.0)
+    run(folder, tmp_path / "b", dropout=0.0, noise=0.2, steps=3, batch_size=8, grad_accum=4, ema_decay=0.0)
     a = load_file(str(tmp_path / "a/checkpoints/step_00000003/model.safetensors"))
     b = load_file(str(tmp_path / "b/checkpoints/step_00000003/model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
@@ -172,4 +173,4 @@ def test_resume_never_refuses_to_overwrite_and_explicit_resume_checks_world(fold
     with pytest.raises(FileExistsError, match="--resume auto"):
         run(folder, tmp_path, steps=4, ema_decay=0.0, resume="never")
     with pytest.raises(ValueError, match="global batch"):
-        run(folder, tmp_path, steps=4, ema_decay=0.0, batch_size=8)
+        run(folder, tmp_path, steps=4, ema_decay=0.0, batch_size=8, allow_config_change=True)

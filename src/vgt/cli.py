@@ -18,6 +18,13 @@ import vgt
 import vgt.commands
 
 
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with its usage errors in the one-line form of every other vgt error."""
+
+    def error(self, message: str):
+        self.exit(2, f"vgt: error: {self.prog}: {message} (see `{self.prog} --help`)\n")
+
+
 class CommandTree:
     """Nested argparse subcommands addressed by path, e.g. `tree.command("eval shapes", ...)`."""
 
@@ -58,7 +65,7 @@ class CommandTree:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vgt", description=vgt.__doc__)
+    parser = ArgumentParser(prog="vgt", description=vgt.__doc__)
     parser.add_argument("--version", action="version", version=f"vgt {vgt.__version__}")
     tree = CommandTree(parser)
     # Groups shared by several command modules.
@@ -79,15 +86,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     return int(args.func(args) or 0)
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """What an ordinary mistake or fault raises: bad values, missing/unwritable paths, a full disk (OSError),
+    a non-finite loss, an unreadable safetensors file."""
+    errors: list[type[BaseException]] = [OSError, ValueError, EOFError]
+    if "vgt.train.engine" in sys.modules:
+        errors.append(sys.modules["vgt.train.engine"].NonFiniteLossError)
+    if "safetensors" in sys.modules:
+        errors.append(sys.modules["safetensors"].SafetensorError)
+    return tuple(errors)
+
+
 def run(argv: Sequence[str] | None = None) -> int:
     """The console entry point: bad input is reported in one line that names the fix, not a traceback
-    (`VGT_DEBUG=1` shows it)."""
+    (`VGT_DEBUG=1` shows it). Exit status 2 for every such error, 130 when interrupted."""
     try:
         code = main(argv)
-    except (FileNotFoundError, NotADirectoryError, ValueError) as error:
-        if os.environ.get("VGT_DEBUG"):
+    except KeyboardInterrupt:
+        print("vgt: interrupted", file=sys.stderr)
+        code = 130
+    except SystemExit as exit:  # argparse (its message already printed) or a command's SystemExit("message")
+        if isinstance(exit.code, str):
+            print(f"vgt: error: {exit.code}", file=sys.stderr)
+        code = exit.code if isinstance(exit.code, int) else 0 if exit.code is None else 2
+    except Exception as error:
+        if os.environ.get("VGT_DEBUG") or not isinstance(error, _user_errors()):
             raise
-        print(f"vgt: error: {error}", file=sys.stderr)
+        message = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the error held
+        print(f"vgt: error: {message}", file=sys.stderr)
         code = 2
     end_distributed_process(code)
     return code

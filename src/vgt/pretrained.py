@@ -103,25 +103,25 @@ def _pack_tensor(name: str, tensor, dtype, max_relative_error: float, report: Pa
 
 
 def pack_pipeline(model_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, dtype: str = "float16",
-                  max_relative_error: float = 1e-3, max_bytes: int | None = MAX_PACKED_BYTES) -> PackReport:
+                  max_relative_error: float = 1e-3, max_bytes: int | None = MAX_PACKED_BYTES,
+                  overwrite: bool = False) -> PackReport:
     """Copy the pipeline folder `model_dir` to `out_dir` (default: the shipped model's place) with its safetensors
     weights stored in `dtype` where lossless enough (module docstring). Written atomically; fails, leaving any
-    previous model in place, when the result exceeds `max_bytes`."""
+    previous model in place, when the result exceeds `max_bytes`. An existing `out_dir` is replaced only when it
+    is a pipeline folder (or empty), or with `overwrite`; never when it holds the source or lies inside it."""
     import torch
     from safetensors import safe_open
     from safetensors.torch import save_file
 
-    from vgt.io import atomic_directory
+    from vgt.io import atomic_directory, holds
 
     source = resolve_model_dir(model_dir)
     out = Path(out_dir) if out_dir is not None else shipped_model_dir()
-    if out.resolve() == source.resolve():
-        raise ValueError("pack into another folder than the source pipeline")
     target_dtype = {"float16": torch.float16, "float32": torch.float32}.get(dtype)
     if target_dtype is None:
         raise ValueError(f"dtype {dtype!r} is not one of float16, float32")
     report = PackReport(source=str(source))
-    with atomic_directory(out) as staging:
+    with atomic_directory(out, overwrite, ours=holds(PIPELINE_FILE), protect=[source]) as staging:
         for path in sorted(p for p in source.rglob("*") if p.is_file()):
             relative = path.relative_to(source)
             if relative.name == PACK_REPORT:

@@ -36,6 +36,20 @@ SAMPLE_PROMPTS = ("a triangle", "a circle and a square", "three triangles", "a b
 STATE_FILE, LOG_FILE = "recipe.json", "recipe.log"
 
 
+def _has_type(value: object, annotation: str) -> bool:
+    """Whether `value` fits a simple annotation such as "int", "float | None" (floats finite; bools are not ints)."""
+    kinds = {k.strip() for k in annotation.split("|")}
+    if value is None:
+        return "None" in kinds
+    if isinstance(value, bool):
+        return "bool" in kinds
+    if isinstance(value, int):
+        return bool(kinds & {"int", "float"})
+    if isinstance(value, float):
+        return "float" in kinds and math.isfinite(value)
+    return isinstance(value, str) and "str" in kinds or not kinds <= {"int", "float", "str", "bool", "None"}
+
+
 @dataclass(frozen=True)
 class RecipeConfig:
     """What the recipe trains and for how long. Everything not listed here is the stage's own default (see
@@ -81,6 +95,10 @@ class RecipeConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        wrong = [f"{f.name} must be {f.type} (got {getattr(self, f.name)!r})" for f in dataclasses.fields(self)
+                 if not _has_type(getattr(self, f.name), str(f.type))]
+        if wrong:
+            raise ValueError("invalid recipe config: " + "; ".join(wrong))
         problems = [f"{f.name} must be >= 1 (got {getattr(self, f.name)})" for f in dataclasses.fields(self)
                     if f.name.endswith(("_steps", "_batch_size", "_samples", "_per_prompt"))
                     and getattr(self, f.name) is not None and getattr(self, f.name) < 1]

@@ -52,11 +52,14 @@ def normalize_latents(z: torch.Tensor) -> torch.Tensor:
     return F.layer_norm(z.movedim(1, -1), (z.shape[1],), eps=LATENT_NORM_EPS).movedim(-1, 1)
 
 
-def add_latent_noise(z: torch.Tensor, gamma: float, generator: torch.Generator | None = None) -> torch.Tensor:
+def add_latent_noise(z: torch.Tensor, gamma: float,
+                     generator: torch.Generator | list[torch.Generator] | None = None) -> torch.Tensor:
     """z + a * eps with a ~ U[0, gamma] drawn once per sample and eps ~ N(0, I): makes the decoder robust to the
-    small errors an AR generator makes in latent space."""
+    small errors an AR generator makes in latent space. `generator`: one, or one per sample."""
     if gamma <= 0:
         return z
+    if isinstance(generator, (list, tuple)):
+        return torch.cat([add_latent_noise(z[i : i + 1], gamma, g) for i, g in enumerate(generator)])
     device = generator.device if generator is not None else z.device  # draw where the generator lives
     a = torch.rand(z.shape[0], 1, 1, 1, generator=generator, device=device) * gamma
     eps = torch.randn(z.shape, generator=generator, device=device)

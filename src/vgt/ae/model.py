@@ -25,6 +25,7 @@ from vgt.ae.config import AEConfig
 from vgt.ae.dcae import build_dcae_decoder, decoder_stride, load_dcae_part, read_dcae_config
 from vgt.ae.pixel_encoder import PixelEncoder
 from vgt.backbones.base import Backbone, VisionEncoder, grid_for_stride
+from vgt.io import read_json
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -51,6 +52,15 @@ class AEOutput:
     sample: torch.Tensor
     latent: torch.Tensor
     tokens: torch.Tensor | None = None
+
+
+def is_ae_folder(directory: Path) -> bool:
+    """Whether `directory` holds a VGT-AE written by `save_pretrained` (so replacing it loses nothing foreign)."""
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"encoder", "dcae"} <= set(config) and (directory / WEIGHTS_NAME).is_file()
 
 
 class VGTAutoencoder(nn.Module):
@@ -99,15 +109,17 @@ class VGTAutoencoder(nn.Module):
                 load_dcae_part(model.pixel_encoder.encoder, dcae_path, "encoder")
         return model
 
-    def save_pretrained(self, directory: str | Path, backbone_path: str | None = None) -> None:
+    def save_pretrained(self, directory: str | Path, backbone_path: str | None = None,
+                        overwrite: bool = False) -> None:
         """config.json + model.safetensors, written atomically. The frozen teacher is not part of the model.
-        `backbone_path` replaces the recorded VLM folder; a relative one is read relative to `directory`."""
+        `backbone_path` replaces the recorded VLM folder; a relative one is read relative to `directory`. An
+        existing folder is replaced only when it holds a VGT-AE (or nothing), or with `overwrite`."""
         from vgt.io import atomic_directory
 
         config = self.config.to_dict()
         if backbone_path is not None:
             config["backbone_path"] = backbone_path
-        with atomic_directory(directory) as staging:
+        with atomic_directory(directory, overwrite, ours=is_ae_folder) as staging:
             (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
             state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
             save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
@@ -124,7 +136,7 @@ class VGTAutoencoder(nn.Module):
                 f"{str(directory)!r} is not a VGT-AE folder: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
                 "(written by `vgt train ae` or VGTAutoencoder.save_pretrained)"
             )
-        config = AEConfig.from_dict(json.loads((directory / CONFIG_NAME).read_text()))
+        config = AEConfig.from_dict(read_json(directory / CONFIG_NAME))
         vision = None
         if config.encoder == "vlm":
             if backbone is None:

@@ -134,7 +134,7 @@ class AETrainingModule(nn.Module):
 
 def ae_loss_fn(model: nn.Module, batch: dict, ctx) -> tuple[torch.Tensor, dict]:
     """The engine's loss function: runs the (possibly DDP-wrapped) training module on the batch's images."""
-    return model(batch["image"], ctx.step, ctx.generator)
+    return model(batch["image"], ctx.step, ctx.generators)
 
 
 def export_autoencoder(module: AETrainingModule, checkpoint: str | Path, out_dir: str | Path,

@@ -7,11 +7,11 @@ weights fit the backbone they are loaded with.
 from __future__ import annotations
 
 import dataclasses
-import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vgt.io import write_json
+from vgt.io import read_json, write_json
 
 SAMPLERS = ("sde", "euler", "heun")
 ORDERS = ("random", "raster")
@@ -45,6 +45,12 @@ class SamplingConfig:
     grid_size: int = 16  # default latent grid (height = width = grid_size * AE stride)
 
     def __post_init__(self) -> None:
+        for name in ("guidance_scale", "temperature", "sde_t_end"):
+            if not isinstance(getattr(self, name), (int, float)) or not math.isfinite(getattr(self, name)):
+                raise ValueError(f"sampling {name} must be a finite number, got {getattr(self, name)!r}")
+        for name in ("num_inference_steps", "tokens_per_step", "grid_size"):
+            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
+                raise ValueError(f"sampling {name} must be a whole number, got {getattr(self, name)!r}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {self.guidance_scale}")
         for name in ("num_inference_steps", "tokens_per_step", "grid_size"):
@@ -84,6 +90,8 @@ class ARConfig:
             self.sampling = SamplingConfig(**self.sampling)
         self.head.latent_channels = self.latent_channels
         self.head.cond_dim = self.hidden_size
+        if not math.isfinite(self.timestep_shift):
+            raise ValueError(f"timestep_shift must be a finite number, got {self.timestep_shift}")
         if not 0.0 <= self.uncond_prob < 1.0:
             raise ValueError(f"uncond_prob must lie in [0, 1), got {self.uncond_prob}")
         if self.timestep_shift <= 0:
@@ -108,7 +116,7 @@ class ARConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> ARConfig:
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        return cls.from_dict(read_json(path))
 
 
 def ar_preset(name: str, hidden_size: int, latent_channels: int = 32) -> ARConfig:

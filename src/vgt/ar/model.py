@@ -28,7 +28,9 @@ from vgt.backbones.base import Backbone
 
 def draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, kind: str = "randn"):
     """A random tensor drawn on the generator's device (so a seed gives the same numbers wherever the model runs)
-    and moved to `device`."""
+    and moved to `device`; with one generator per row (a list), row i comes from generator i."""
+    if isinstance(generator, (list, tuple)):
+        return torch.stack([draw(shape[1:], g, device, kind) for g in generator])
     where = generator.device if generator is not None else device
     fn = torch.randn if kind == "randn" else torch.rand
     return fn(shape, generator=generator, device=where).to(device)

@@ -12,6 +12,7 @@ Folder layout (`save_pretrained` / `from_pretrained`):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,14 +20,16 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from vgt.ar.config import CFG_SCHEDULES, ORDERS, SAMPLERS, ARConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.ar.sampling import generate_latents
 from vgt.data.transforms import to_pil as image_to_pil
+from vgt.io import read_json
 from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir  # noqa: F401  (re-exported; the model used by default)
-from vgt.train.checkpoint import load_state_strict
+from vgt.text import check_prompt
+from vgt.train.checkpoint import load_state_strict, read_weights
 
 PIPELINE_FILE = "pipeline.json"
 PIPELINE_FORMAT = "vgt-pipeline"
@@ -42,7 +45,7 @@ def generator_state(model: VGTForGeneration) -> dict[str, torch.Tensor]:
 
 def load_generator_state(model: VGTForGeneration, path: str | Path) -> None:
     """Strict load of everything but `llm.*`, which comes from the backbone folder."""
-    load_state_strict(model, load_file(str(path)), str(path), loaded_elsewhere=("llm.",))
+    load_state_strict(model, read_weights(path), str(path), loaded_elsewhere=("llm.",))
 
 
 def to_pil(images: torch.Tensor) -> list[Image.Image]:
@@ -91,11 +94,12 @@ class VGTPipeline:
 
     # ---- persistence ---------------------------------------------------------------------------------------------
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        """Write the whole model into one folder, atomically."""
-        from vgt.io import atomic_directory
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> None:
+        """Write the whole model into one folder, atomically. An existing folder is replaced only when it is a VGT
+        pipeline folder (or empty), or with `overwrite`."""
+        from vgt.io import atomic_directory, holds
 
-        with atomic_directory(directory) as staging:
+        with atomic_directory(directory, overwrite, ours=holds(PIPELINE_FILE)) as staging:
             self.model.backbone.save_pretrained(staging / BACKBONE_DIR)
             self.ae.save_pretrained(staging / AE_DIR, backbone_path=f"../{BACKBONE_DIR}")  # the folder stays movable
             (staging / GENERATOR_DIR).mkdir()
@@ -121,7 +125,7 @@ class VGTPipeline:
                 f"{str(directory)!r} is not a VGT pipeline folder (no {PIPELINE_FILE}); expected the folder written "
                 "by VGTPipeline.save_pretrained or `vgt train ar --export`"
             )
-        record = json.loads(record_file.read_text())
+        record = read_json(record_file)
         if record.get("format") != PIPELINE_FORMAT:
             raise ValueError(f"{str(record_file)!r} is not a {PIPELINE_FORMAT} record: {record}")
         backbone = load_backbone(record.get("backbone", "auto"), directory / BACKBONE_DIR)
@@ -138,8 +142,10 @@ class VGTPipeline:
     def latent_grid(self, height: int | None, width: int | None) -> tuple[int, int]:
         stride = self.ae.stride
         default = self.config.sampling.grid_size * stride
-        height, width = height or default, width or default
+        height, width = default if height is None else height, default if width is None else width
         for name, value in (("height", height), ("width", width)):
+            if not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive number of pixels, got {value!r}")
             if value % stride:
                 raise ValueError(f"{name} {value} is not a multiple of the AE stride {stride}; use e.g. "
                                  f"{max(1, round(value / stride)) * stride}")
@@ -181,11 +187,14 @@ class VGTPipeline:
             raise ValueError("got an empty prompt list; pass at least one prompt")
         if any(not isinstance(p, str) for p in prompts):
             raise ValueError("prompts must be strings")
+        tokenizer = self.model.backbone.tokenizer
+        prompts = [check_prompt(tokenizer, p) for p in prompts]
         negatives = None
         if negative_prompt is not None:
             negatives = [negative_prompt] * len(prompts) if isinstance(negative_prompt, str) else list(negative_prompt)
             if len(negatives) != len(prompts):
                 raise ValueError(f"got {len(negatives)} negative prompts for {len(prompts)} prompts")
+            negatives = [check_prompt(tokenizer, n) for n in negatives]
         guidance_scale = defaults.guidance_scale if guidance_scale is None else float(guidance_scale)
         steps = defaults.num_inference_steps if num_inference_steps is None else num_inference_steps
         tokens_per_step = defaults.tokens_per_step if tokens_per_step is None else tokens_per_step
@@ -193,8 +202,9 @@ class VGTPipeline:
         sampler = sampler or defaults.sampler
         cfg_schedule = cfg_schedule or defaults.cfg_schedule
         temperature = defaults.temperature if temperature is None else float(temperature)
-        if guidance_scale < 0:
-            raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {guidance_scale}")
+        for name, value in (("guidance_scale", guidance_scale), ("temperature", temperature)):
+            if not math.isfinite(value) or value < 0:
+                raise ValueError(f"{name} must be a finite number >= 0, got {value}")
         if not isinstance(steps, int) or steps < 1:
             raise ValueError(f"num_inference_steps must be a positive integer, got {steps!r}")
         if num_images_per_prompt < 1:

@@ -133,8 +133,9 @@ def generate_latents(
         raise ValueError("got an empty prompt list")
     if sampler not in SAMPLERS:
         raise ValueError(f"sampler {sampler!r} is unknown; choose one of {SAMPLERS}")
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0, got {temperature}")
+    for name, value in (("temperature", temperature), ("guidance_scale", guidance_scale)):
+        if not 0 <= value < float("inf"):  # also refuses NaN, which would decode to black images
+            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
     if num_inference_steps < 1 or (sampler == "sde" and num_inference_steps < 2):
         raise ValueError(f"num_inference_steps must be >= 1 (>= 2 for the SDE), got {num_inference_steps}")
     height, width = grid

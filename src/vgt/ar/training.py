@@ -21,7 +21,8 @@ CPU_SMALL_TRAIN = dict(steps=1500, batch_size=16, lr=1e-3, min_lr=1e-4, warmup_s
 
 
 class ARLoss:
-    """`loss_fn(model, batch, ctx)` for `vgt.train.train`. Every random draw comes from `ctx.generator`."""
+    """`loss_fn(model, batch, ctx)` for `vgt.train.train`. Every random draw comes from `ctx.generators` (one per
+    sample)."""
 
     def __init__(self, ae: torch.nn.Module | None = None):
         self.ae = ae
@@ -38,7 +39,7 @@ class ARLoss:
             return self.ae.encode(batch["image"].to(device)).latent.float()
 
     def __call__(self, model, batch: dict, ctx) -> tuple[torch.Tensor, dict]:
-        out = model(self.latents(batch, ctx.device), list(batch["caption"]), generator=ctx.generator)
+        out = model(self.latents(batch, ctx.device), list(batch["caption"]), generator=ctx.generators)
         return out.loss, {}
 
 

@@ -22,7 +22,7 @@ from vgt.backbones.base import (
     TextDecoder,
     VisionEncoder,
 )
-from vgt.io import atomic_directory
+from vgt.io import atomic_directory, holds
 
 #: file written next to the HF files: which vgt backbone the folder holds and how its images are normalized
 BACKBONE_FILE = "vgt_backbone.json"
@@ -61,7 +61,16 @@ def image_normalization(directory: str | Path, default_mean: list[float], defaul
 
 def strict_from_pretrained(model_class, directory: str | Path, dtype: torch.dtype) -> nn.Module:
     """`from_pretrained` that fails on missing, unexpected or mismatched weights instead of warning."""
-    model, info = model_class.from_pretrained(str(directory), dtype=dtype, output_loading_info=True)
+    from safetensors import SafetensorError
+
+    from vgt.train.checkpoint import check_finite
+
+    try:
+        model, info = model_class.from_pretrained(str(directory), dtype=dtype, output_loading_info=True)
+    except (SafetensorError, OSError, EOFError) as err:
+        raise ValueError(f"cannot read the weights in {str(directory)!r} ({err}); the files are truncated or corrupt"
+                         ) from None
+    check_finite(model.state_dict(), f"the weights in {str(directory)!r}")
     problems = {k: sorted(v) for k, v in info.items() if k in ("missing_keys", "unexpected_keys", "mismatched_keys")}
     problems = {k: v for k, v in problems.items() if v}
     if problems:
@@ -186,8 +195,10 @@ class HFBackbone(Backbone):
                  for c in captions]
         return right_padded(self.tokenizer, texts)
 
-    def save_pretrained(self, directory: str | Path) -> None:
-        with atomic_directory(directory) as staging:
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False) -> None:
+        """The HF folder (model, tokenizer, vgt_backbone.json), atomically; an existing folder is replaced only when
+        vgt wrote it (or it is empty), or with `overwrite`."""
+        with atomic_directory(directory, overwrite, ours=holds(BACKBONE_FILE)) as staging:
             self.model.save_pretrained(staging)
             self.tokenizer.save_pretrained(staging)
             record = {"backbone": self.name, "image_mean": self.image_mean, "image_std": self.image_std,

@@ -35,12 +35,18 @@ def understanding_loss(model: CaptioningModel, batch: dict, ctx) -> tuple:
     return loss, {"token_acc": accuracy}
 
 
-def train_small_vlm(preset: str, cfg, out: str | Path | None = None, eval_images: int = 100) -> dict:
+def train_small_vlm(preset: str, cfg, out: str | Path | None = None, eval_images: int = 100,
+                    overwrite: bool = False) -> dict:
     """Train the small VLM of architecture `preset` with engine config `cfg` (resumes from `cfg.run_dir`), export
-    it to `out` (default RUN_DIR/model) and return its final understanding metrics."""
+    it to `out` (default RUN_DIR/model) and return its final understanding metrics. `out` is checked first: it
+    may not hold the run's checkpoints, nor be a folder vgt did not write unless `overwrite`."""
+    from vgt.backbones.hf import BACKBONE_FILE
     from vgt.data.sources import ShapesSource
+    from vgt.io import check_replaceable, holds
     from vgt.train import Hook, load_checkpoint_weights, train
 
+    target = Path(out) if out is not None else Path(cfg.run_dir) / "model"
+    check_replaceable(target, overwrite, holds(BACKBONE_FILE), protect=[Path(cfg.run_dir) / "checkpoints"])
     if preset not in SMALL_VLM_PRESETS:
         raise ValueError(f"unknown small-VLM preset {preset!r}; choose one of {', '.join(SMALL_VLM_PRESETS)}")
     arch = SMALL_VLM_PRESETS[preset]
@@ -58,6 +64,5 @@ def train_small_vlm(preset: str, cfg, out: str | Path | None = None, eval_images
                    extra_config={"vlm": {"preset": preset, **arch.to_dict()}, "eval_images": eval_images})
     if result.checkpoint is not None:
         load_checkpoint_weights(model, result.checkpoint)
-    target = Path(out) if out is not None else Path(cfg.run_dir) / "model"
-    backbone.save_pretrained(target)
+    backbone.save_pretrained(target, overwrite)
     return {"model": str(target), "step": result.step, **result.metrics}

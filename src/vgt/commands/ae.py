@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
+
+from vgt.argtypes import finite_float, non_negative_int, positive_int
 
 # Optimizer settings of the CPU-scale stages (the full-scale ones are the engine's ae-stage1/ae-stage2 presets).
 CPU_TRAIN = {
@@ -35,12 +36,15 @@ def _load_ae(args: argparse.Namespace):
     """The exported VGT-AE in --model, and the VLM it was built from (None for a pixel AE without a VLM)."""
     from vgt.ae.config import AEConfig
     from vgt.ae.model import CONFIG_NAME, VGTAutoencoder
+    from vgt.io import read_json
 
     config_file = Path(args.model) / CONFIG_NAME
     if not config_file.is_file():
         raise FileNotFoundError(f"{args.model} is not a VGT-AE folder (no {CONFIG_NAME}); pass RUN_DIR/model")
-    config = AEConfig.from_dict(json.loads(config_file.read_text()))
-    path = getattr(args, "backbone_path", None) or config.backbone_path
+    config = AEConfig.from_dict(read_json(config_file))
+    # a recorded relative VLM path is relative to the AE folder (as VGTAutoencoder.from_pretrained reads it)
+    recorded = Path(args.model) / config.backbone_path if config.backbone_path else None
+    path = getattr(args, "backbone_path", None) or recorded
     if config.encoder == "vlm" and (path is None or not Path(path).is_dir()):
         raise FileNotFoundError(f"the VGT-AE's VLM folder {path!r} is missing; pass --backbone-path")
     backbone = _load_backbone(config.backbone or "auto", path) if path and Path(path).is_dir() else None
@@ -68,7 +72,7 @@ def _heldout_images(spec: list[str] | None, resolution: int, num: int, seed: int
     """`num` images: held-out ShapesWorld scenes for the default `shapes` data, else the start of the source."""
     import torch
 
-    from vgt.data.sources import ShapesSource, build_source
+    from vgt.data.sources import ShapesSource, build_source, readable
 
     specs = spec or ["shapes"]
     if specs == ["shapes"]:
@@ -76,7 +80,7 @@ def _heldout_images(spec: list[str] | None, resolution: int, num: int, seed: int
     else:
         source = build_source(specs, resolution)
     images = []
-    for _, item in source.stream(0, 1, seed=seed, repeat=False):
+    for _, item in readable(source.stream(0, 1, seed=seed, repeat=False), source.label()):
         if isinstance(item, dict):
             images.append(item["image"])
         if len(images) == num:
@@ -202,13 +206,13 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from vgt.data.transforms import to_pil, to_tensor
+    from vgt.data.transforms import to_pil, to_rgb, to_tensor
 
     ae, _ = _load_ae(args)
     out_dir = Path(args.out)
     for path in map(Path, args.images):
         with Image.open(path) as image:
-            image = image.convert("RGB")
+            image = to_rgb(image).copy()  # loaded before the file closes
         width, height = image.size
         if args.size:
             width = height = args.size
@@ -316,7 +320,7 @@ def add_commands(tree) -> None:
 
     p = tree.command("train ae", run_train_ae, "Train VGT-AE (stage 1: reconstruction + self-distillation; stage 2: "
                      "latent regularisation), or the pixel-VAE baseline with --encoder pixel.")
-    p.add_argument("--stage", type=int, choices=(1, 2), required=True, help="training stage")
+    p.add_argument("--stage", type=non_negative_int, choices=(1, 2), required=True, help="training stage")
     p.add_argument("--encoder", choices=("vlm", "pixel"), default="vlm",
                    help="vlm: tune the VLM's vision path; pixel: DC-AE conv encoder baseline on the same grid")
     p.add_argument("--scale", choices=("cpu", "full"), default="cpu",
@@ -326,49 +330,50 @@ def add_commands(tree) -> None:
     p.add_argument("--init", help="start from an exported VGT-AE folder (stage 2: STAGE1_RUN_DIR/model)")
     p.add_argument("--dcae", help="pretrained DC-AE folder (diffusers AutoencoderDC) to start the decoder from")
     p.add_argument("--dcae-preset", choices=("small-cpu", "f32c32-sana-1.1"), help="decoder architecture")
-    p.add_argument("--latent-channels", type=int, help="latent channels (default 32)")
-    p.add_argument("--stride", type=int, help="pixel encoder: pixels per latent (default: the VLM's stride)")
+    p.add_argument("--latent-channels", type=positive_int, help="latent channels (default 32)")
+    p.add_argument("--stride", type=positive_int, help="pixel encoder: pixels per latent (default: the VLM's stride)")
     p.add_argument("--data", action="append", help="data spec, repeatable: shapes (default), folder:DIR, wds:SHARDS")
-    p.add_argument("--image-size", type=int, help="training resolution (a multiple of the stride)")
+    p.add_argument("--image-size", type=positive_int, help="training resolution (a multiple of the stride)")
     p.add_argument("--channel-norm", choices=("on", "off"), help="per-token channel LayerNorm (stage 2: on)")
-    p.add_argument("--noise-gamma", type=float, help="latent noise a ~ U[0, gamma] (stage 2: 0.1)")
-    p.add_argument("--distill-weight", type=float, help="self-distillation weight (stage 1: 1.0, stage 2: 0.1)")
+    p.add_argument("--noise-gamma", type=finite_float, help="latent noise a ~ U[0, gamma] (stage 2: 0.1)")
+    p.add_argument("--distill-weight", type=finite_float, help="self-distillation weight (stage 1: 1.0, stage 2: 0.1)")
     p.add_argument("--perceptual", choices=("none", "vision"), help="perceptual loss network")
-    p.add_argument("--perceptual-weight", type=float, help="perceptual loss weight")
-    p.add_argument("--gan-weight", type=float, help="hinge GAN generator weight (0 disables the GAN)")
-    p.add_argument("--gan-start", type=int, help="step at which the GAN starts")
-    p.add_argument("--lecam-weight", type=float, help="LeCam regularisation weight")
-    p.add_argument("--discriminator-lr", type=float, help="discriminator learning rate")
-    p.add_argument("--disc-channels", type=int, default=64, help="discriminator base channels")
+    p.add_argument("--perceptual-weight", type=finite_float, help="perceptual loss weight")
+    p.add_argument("--gan-weight", type=finite_float, help="hinge GAN generator weight (0 disables the GAN)")
+    p.add_argument("--gan-start", type=non_negative_int, help="step at which the GAN starts")
+    p.add_argument("--lecam-weight", type=finite_float, help="LeCam regularisation weight")
+    p.add_argument("--discriminator-lr", type=finite_float, help="discriminator learning rate")
+    p.add_argument("--disc-channels", type=positive_int, default=64, help="discriminator base channels")
     p.add_argument("--freeze-encoder", action="store_true",
                    help="freeze the vision path (paper's stage 2) instead of training it at --encoder-lr-mult")
-    p.add_argument("--encoder-lr-mult", type=float, help="lr factor of the vision path (default 0.5)")
+    p.add_argument("--encoder-lr-mult", type=finite_float, help="lr factor of the vision path (default 0.5)")
     add_train_args(p, default_preset=None)
 
     p = tree.command("reconstruct", run_reconstruct, "Encode and decode images with a VGT-AE.")
     p.add_argument("images", nargs="+", help="image files")
     p.add_argument("--model", required=True, help="exported VGT-AE folder (RUN_DIR/model)")
     p.add_argument("--out", default="reconstructions", help="output folder")
-    p.add_argument("--size", type=int, help="resize to SIZE x SIZE first (default: nearest multiple of the stride)")
+    p.add_argument("--size", type=positive_int,
+                       help="resize to SIZE x SIZE first (default: nearest multiple of the stride)")
     p.add_argument("--backbone-path", help="the VLM folder, when it moved since training")
 
     p = tree.command("eval recon", run_eval_recon, "Reconstruction quality of a VGT-AE: PSNR, SSIM, FID, a grid.")
     p.add_argument("--model", required=True, help="exported VGT-AE folder (RUN_DIR/model)")
     p.add_argument("--data", action="append", help="data spec (default: held-out ShapesWorld scenes)")
-    p.add_argument("--num", type=int, default=256, help="images to evaluate")
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--image-size", type=int, help="resolution (default: the model's training resolution)")
+    p.add_argument("--num", type=positive_int, default=256, help="images to evaluate")
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--image-size", type=positive_int, help="resolution (default: the model's training resolution)")
     p.add_argument("--fid-features", default="vision",
                    help="FID feature network: vision (the VLM's frozen vision tower), none, or a TorchScript file "
                         "mapping [N, 3, H, W] images in [0, 1] to [N, d] features (e.g. Inception)")
-    p.add_argument("--seed", type=int, default=0, help="data order seed")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="data order seed")
     p.add_argument("--out", help="folder for recon_metrics.json and recon_grid.png")
     p.add_argument("--backbone-path", help="the VLM folder, when it moved since training")
 
     p = tree.command("eval ae-understanding", run_eval_ae_understanding,
                      "ShapesWorld understanding of the VLM with its original vs the VGT-AE-tuned vision path.")
     p.add_argument("--model", required=True, help="exported VGT-AE folder (RUN_DIR/model)")
-    p.add_argument("--num", type=int, default=200, help="held-out scenes")
-    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--num", type=positive_int, default=200, help="held-out scenes")
+    p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--out", help="folder for understanding.json")
     p.add_argument("--backbone-path", help="the VLM folder, when it moved since training")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from vgt.argtypes import finite_float, non_negative_int, positive_int
+
 
 def run_cache_latents(args: argparse.Namespace) -> int:
     import torch
@@ -11,7 +13,15 @@ def run_cache_latents(args: argparse.Namespace) -> int:
     from vgt.ae.model import VGTAutoencoder
     from vgt.data.latents import write_latent_cache
     from vgt.data.sources import build_source
+    from vgt.devices import resolve_device
+    from vgt.io import check_replaceable
 
+    args.device = resolve_device(args.device)
+
+    # the cache may not replace (or be written into) the model or the data it is made from
+    inputs = [args.model, *(spec.partition(":")[2] for spec in args.data if ":" in spec and
+                            not spec.startswith("shapes"))]
+    check_replaceable(args.out, args.overwrite, protect=[p for p in inputs if p])
     ae = VGTAutoencoder.from_pretrained(args.model, backbone_path=args.backbone_path).to(args.device).eval()
     resolution = args.resolution or ae.config.image_size
     if resolution is None:
@@ -38,13 +48,15 @@ def add_commands(tree) -> None:
     p.add_argument("--backbone-path", help="VLM folder, when the AE's recorded path moved")
     p.add_argument("--data", action="append", required=True,
                    help="data spec, repeatable for a mix: shapes[:prompt|caption], folder:DIR, wds:SHARDS")
-    p.add_argument("--data-weights", type=float, nargs="+", help="mix weights, one per --data")
+    p.add_argument("--data-weights", type=finite_float, nargs="+", help="mix weights, one per --data")
     p.add_argument("--out", required=True, help="cache directory to create")
-    p.add_argument("--num-samples", type=int, help="samples to encode (required for endless sources like shapes)")
-    p.add_argument("--resolution", type=int, help="image size (default: the AE's training resolution)")
-    p.add_argument("--batch-size", type=int, default=32, help="images per encoder call")
-    p.add_argument("--shard-size", type=int, default=1000, help="samples per tar shard (>= one shard per reader)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random crops")
+    p.add_argument("--num-samples", type=positive_int,
+                       help="samples to encode (required for endless sources like shapes)")
+    p.add_argument("--resolution", type=positive_int, help="image size (default: the AE's training resolution)")
+    p.add_argument("--batch-size", type=positive_int, default=32, help="images per encoder call")
+    p.add_argument("--shard-size", type=positive_int, default=1000,
+                       help="samples per tar shard (>= one shard per reader)")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="seed of the random crops")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored latent precision")
     p.add_argument("--device", default="cpu", help="device to encode on, e.g. cuda")
     p.add_argument("--overwrite", action="store_true", help="replace an existing cache directory")

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from vgt.argtypes import finite_float, non_negative_int, positive_int
+
 
 def _device(name: str):
-    import torch
+    from vgt.devices import resolve_device
 
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    return resolve_device(name)
 
 
 def _load_pipeline(args: argparse.Namespace, images_per_call: int):
@@ -111,11 +111,13 @@ def run_train_ar(args: argparse.Namespace) -> int:
     from vgt.ae.model import VGTAutoencoder
     from vgt.ar.benchmark import ShapesEvalHook, evenly_spaced
     from vgt.ar.config import ar_preset
-    from vgt.ar.pipeline import VGTPipeline
+    from vgt.ar.pipeline import PIPELINE_FILE, VGTPipeline
     from vgt.ar.training import CPU_SMALL_TRAIN, ARLoss, SampleImages, build_generator
     from vgt.backbones.registry import load_backbone
     from vgt.data.sources import build_source
     from vgt.eval.shapes import read_prompts
+    from vgt.io import check_replaceable, holds
+    from vgt.text import check_prompt
     from vgt.train import Hook, Trainer, config_from_args, load_checkpoint_weights
 
     backbone = load_backbone(args.backbone, args.backbone_path)
@@ -146,20 +148,26 @@ def run_train_ar(args: argparse.Namespace) -> int:
     if args.sampling_temperature is not None:
         model.config.sampling = dataclasses.replace(model.config.sampling, temperature=args.sampling_temperature)
     hooks = []
-    if args.sample_prompts:
-        hooks.append(Hook(SampleImages(ae, args.sample_prompts, seed=0), name="samples"))
+    if args.sample_prompts:  # prompts outside the vocabulary fail now, not at the first hook
+        sample_prompts = [check_prompt(backbone.tokenizer, p) for p in args.sample_prompts]
+        hooks.append(Hook(SampleImages(ae, sample_prompts, seed=0), name="samples"))
     if args.eval_prompts:
         prompts = evenly_spaced(read_prompts(args.eval_prompts), args.eval_max_prompts)
+        for _, row in prompts:
+            check_prompt(backbone.tokenizer, row["prompt"])
         hooks.append(Hook(ShapesEvalHook(ae, prompts, n_per_prompt=args.eval_per_prompt), name="shapes_eval"))
     extra = {"ar": model.config.to_dict(), "data": specs, "resolution": args.resolution,
              "backbone_path": str(args.backbone_path), "ae": str(args.ae)}
+    out = Path(args.export or Path(cfg.run_dir) / "model")
+    # before training, not after hours of it: never replace a foreign folder, the run's checkpoints or the inputs
+    check_replaceable(out, args.overwrite, holds(PIPELINE_FILE),
+                      protect=[Path(cfg.run_dir) / "checkpoints", args.ae, args.backbone_path])
     trainer = Trainer(model, ARLoss(ae), source, cfg, hooks, extra_config=extra)
     result = trainer.train()
     if result.checkpoint is not None and PartialState().is_main_process:
-        out = Path(args.export or Path(cfg.run_dir) / "model")
         model = trainer.accelerator.unwrap_model(trainer.model)
         which = load_checkpoint_weights(model, result.checkpoint, use_ema=True)
-        VGTPipeline(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(out)
+        VGTPipeline(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(out, args.overwrite)
         loss = result.metrics.get("loss")
         print(f"step {result.step}: loss {loss:.4g}" if loss is not None else f"step {result.step}")
         print(f"exported the VGT pipeline ({which} weights) to {out}")
@@ -169,14 +177,15 @@ def run_train_ar(args: argparse.Namespace) -> int:
 def _add_sampling_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("sampling (unset: the model's saved defaults)")
     g.add_argument("--model", help="VGT pipeline folder (default: $VGT_MODEL, else the model shipped with vgt)")
-    g.add_argument("--steps", type=int, help="flow-head sampler steps per token group")
-    g.add_argument("--cfg", type=float, help="classifier-free guidance scale (1 disables guidance)")
+    g.add_argument("--steps", type=positive_int, help="flow-head sampler steps per token group")
+    g.add_argument("--cfg", type=finite_float, help="classifier-free guidance scale (1 disables guidance)")
     g.add_argument("--cfg-schedule", choices=("constant", "linear"), help="guidance over the decoding groups")
-    g.add_argument("--tokens-per-step", type=int, help="latent positions decoded per forward pass (1 = training order)")
+    g.add_argument("--tokens-per-step", type=positive_int,
+                       help="latent positions decoded per forward pass (1 = training order)")
     g.add_argument("--order", choices=("random", "raster"), help="generation order of the latent positions")
     g.add_argument("--sampler", choices=("sde", "euler", "heun"), help="flow-head sampler")
-    g.add_argument("--temperature", type=float, help="scale of the flow-head sampler's noise (1: as trained)")
-    g.add_argument("--size", type=int, help="image height and width in pixels (a multiple of the AE stride)")
+    g.add_argument("--temperature", type=finite_float, help="scale of the flow-head sampler's noise (1: as trained)")
+    g.add_argument("--size", type=positive_int, help="image height and width in pixels (a multiple of the AE stride)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (auto: cuda when available)")
     g.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), default="fp32", help="weight precision")
     g.add_argument("--threads", type=int,
@@ -190,8 +199,8 @@ def add_commands(tree) -> None:
     p = tree.command("generate", run_generate, "Generate images from text with a VGT model.")
     p.add_argument("prompt", nargs="+", help="one or more prompts, e.g. \"two red circles\"")
     p.add_argument("--out", default="out.png", help="output PNG (several images: OUT-000.png, ... or one --grid)")
-    p.add_argument("--seed", type=int, default=0, help="random seed: same seed, same images")
-    p.add_argument("--num-images", type=int, default=1, help="images per prompt")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="random seed: same seed, same images")
+    p.add_argument("--num-images", type=positive_int, default=1, help="images per prompt")
     p.add_argument("--grid", action="store_true", help="save all images tiled into the one --out file")
     p.add_argument("--negative-prompt", help="prompt for the unconditional branch of guidance")
     _add_sampling_args(p)
@@ -201,23 +210,24 @@ def add_commands(tree) -> None:
     p.add_argument("--prompts", required=True, help="prompt file, one JSON object per line (GenEval/ShapesEval)")
     p.add_argument("--out", required=True,
                    help="output folder; prompts already there with --n-per-prompt images are skipped (resume)")
-    p.add_argument("--n-per-prompt", type=int, default=4, help="images per prompt")
-    p.add_argument("--seed", type=int, default=0, help="base seed (every image has its own generator)")
-    p.add_argument("--batch-prompts", type=int, default=1, help="prompts per forward batch (faster; same seeds)")
+    p.add_argument("--n-per-prompt", type=positive_int, default=4, help="images per prompt")
+    p.add_argument("--seed", type=non_negative_int, default=0, help="base seed (every image has its own generator)")
+    p.add_argument("--batch-prompts", type=positive_int, default=1,
+                       help="prompts per forward batch (faster; same seeds)")
     p.add_argument("--overwrite", action="store_true", help="regenerate prompts that already exist")
     _add_sampling_args(p)
 
     p = tree.command("sampling-defaults", run_sampling_defaults,
                      "Show or change the sampling settings a VGT model uses when a caller does not give them.")
     p.add_argument("--model", required=True, help="VGT pipeline folder")
-    p.add_argument("--cfg", type=float, help="guidance scale")
+    p.add_argument("--cfg", type=finite_float, help="guidance scale")
     p.add_argument("--cfg-schedule", choices=("constant", "linear"))
-    p.add_argument("--steps", type=int, help="flow-head sampler steps")
+    p.add_argument("--steps", type=positive_int, help="flow-head sampler steps")
     p.add_argument("--sampler", choices=("sde", "euler", "heun"))
-    p.add_argument("--temperature", type=float, help="scale of the flow-head sampler's noise")
-    p.add_argument("--tokens-per-step", type=int)
+    p.add_argument("--temperature", type=finite_float, help="scale of the flow-head sampler's noise")
+    p.add_argument("--tokens-per-step", type=positive_int)
     p.add_argument("--order", choices=("random", "raster"))
-    p.add_argument("--grid-size", type=int, help="default latent grid side (image side = grid x AE stride)")
+    p.add_argument("--grid-size", type=positive_int, help="default latent grid side (image side = grid x AE stride)")
 
     p = tree.command("train ar", run_train_ar,
                      "Train VGT-AR: tune the VLM's language model to generate VGT-AE latents (QueryAR).")
@@ -228,17 +238,23 @@ def add_commands(tree) -> None:
                    help="generator architecture; cpu-small also picks CPU-sized training settings unless --preset")
     p.add_argument("--data", action="append",
                    help="data spec, repeatable: shapes (default), folder:DIR, wds:SHARDS, latents:DIR")
-    p.add_argument("--data-weights", type=float, nargs="+", help="mix weights, one per --data")
-    p.add_argument("--resolution", type=int, help="training image size (default: the AE's training resolution)")
-    p.add_argument("--uncond-prob", type=float, help="caption dropout for classifier-free guidance (default 0.1)")
-    p.add_argument("--timestep-shift", type=float, help="logit-normal timestep shift (default 1.4)")
+    p.add_argument("--data-weights", type=finite_float, nargs="+", help="mix weights, one per --data")
+    p.add_argument("--resolution", type=positive_int,
+                       help="training image size (default: the AE's training resolution)")
+    p.add_argument("--uncond-prob", type=finite_float,
+                       help="caption dropout for classifier-free guidance (default 0.1)")
+    p.add_argument("--timestep-shift", type=finite_float, help="logit-normal timestep shift (default 1.4)")
     p.add_argument("--position-init", choices=("sincos", "normal"),
                    help="start of the position grid: sine-cosine codes (default) or trunc-normal 0.02 (the authors')")
-    p.add_argument("--sampling-temperature", type=float,
+    p.add_argument("--sampling-temperature", type=finite_float,
                    help="default sampling temperature saved with the exported model (default 1; see sampling-defaults)")
     p.add_argument("--sample-prompts", nargs="+", help="prompts rendered into RUN_DIR/samples every --eval-every")
     p.add_argument("--eval-prompts", help="prompt file (`vgt shapes prompts`): ShapesEval every --eval-every steps")
-    p.add_argument("--eval-max-prompts", type=int, help="evaluate this many prompts, evenly spread over the file")
-    p.add_argument("--eval-per-prompt", type=int, default=1, help="images per prompt in the training-time eval")
+    p.add_argument("--eval-max-prompts", type=positive_int,
+                       help="evaluate this many prompts, evenly spread over the file")
+    p.add_argument("--eval-per-prompt", type=positive_int, default=1,
+                       help="images per prompt in the training-time eval")
     p.add_argument("--export", help="pipeline folder written at the end (default RUN_DIR/model)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --export replace an existing folder that is not a VGT pipeline (and everything in it)")
     add_train_args(p, default_preset=None)

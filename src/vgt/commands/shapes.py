@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from vgt.argtypes import non_negative_int, positive_int
+
 
 def _export(args: argparse.Namespace) -> int:
     from vgt.data.shapes import export_split
@@ -56,11 +58,12 @@ def add_commands(tree) -> None:
     tree.group("shapes", "ShapesWorld data and the ShapesEval prompt set.")
     p = tree.command("shapes export", _export, "Export a fixed ShapesWorld split: PNGs + metadata.jsonl (imagefolder).")
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
-    p.add_argument("--n", type=int, required=True, help="number of samples")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--resolution", type=int, default=128, help="image side in pixels")
+    p.add_argument("--n", type=positive_int, required=True, help="number of samples")
+    p.add_argument("--seed", type=non_negative_int, default=0)
+    p.add_argument("--resolution", type=positive_int, default=128, help="image side in pixels")
     p.add_argument("--tasks", nargs="+", default=list(GENEVAL_TAGS), choices=TASKS, help="task types to draw from")
-    p.add_argument("--start", type=int, default=0, help="first sample index (splits: disjoint index ranges)")
+    p.add_argument("--start", type=non_negative_int, default=0,
+                       help="first sample index (splits: disjoint index ranges)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing non-empty --out")
 
     p = tree.command("shapes vocab", _vocab, "Print the shapes, colors (RGB) and every prompt/caption word.")
@@ -73,7 +76,7 @@ def add_commands(tree) -> None:
                      "Render ground-truth images for a prompt set into GenEval layout OUT/<index>/samples/.")
     p.add_argument("out", help="output directory")
     p.add_argument("--prompts", help="prompt .jsonl file (default: the built-in ShapesEval set)")
-    p.add_argument("--samples", type=int, default=4, help="images per prompt")
-    p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--samples", type=positive_int, default=4, help="images per prompt")
+    p.add_argument("--resolution", type=positive_int, default=128)
+    p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace prompt directories that exist")

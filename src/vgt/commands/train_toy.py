@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import argparse
 
+from vgt.argtypes import finite_float, positive_int
+
 
 def run_train_toy(args: argparse.Namespace) -> int:
     from vgt.data.sources import build_source
@@ -34,9 +36,9 @@ def add_commands(tree) -> None:
     p = tree.command("train toy", run_train_toy, "Train a tiny denoising autoencoder (engine demo and smoke test).")
     p.add_argument("--data", action="append", default=None,
                    help="data spec, repeatable for a mix: shapes[:prompt|caption] (default), folder:DIR, wds:SHARDS")
-    p.add_argument("--data-weights", type=float, nargs="+", help="mix weights, one per --data")
-    p.add_argument("--resolution", type=int, default=32, help="training image size")
-    p.add_argument("--width", type=int, default=16, help="channels of the toy model")
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout in the toy encoder")
-    p.add_argument("--noise", type=float, default=0.1, help="std of the input noise (denoising objective)")
+    p.add_argument("--data-weights", type=finite_float, nargs="+", help="mix weights, one per --data")
+    p.add_argument("--resolution", type=positive_int, default=32, help="training image size")
+    p.add_argument("--width", type=positive_int, default=16, help="channels of the toy model")
+    p.add_argument("--dropout", type=finite_float, default=0.0, help="dropout in the toy encoder")
+    p.add_argument("--noise", type=finite_float, default=0.1, help="std of the input noise (denoising objective)")
     add_train_args(p, default_preset="toy")

@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from vgt.argtypes import non_negative_int, positive_int
 from vgt.io import write_json
 
 
@@ -18,7 +19,9 @@ def add_commands(tree) -> None:
     p.add_argument("--vlm-preset", default="small", choices=("small", "toy"),
                    help="architecture + default hyper-parameters (small: 128 px, stride 16; toy: smoke test)")
     p.add_argument("--out", help="export folder of the trained VLM (default: RUN_DIR/model)")
-    p.add_argument("--eval-images", type=int, default=100,
+    p.add_argument("--overwrite", action="store_true",
+                   help="let --out replace an existing folder that vgt did not write (and everything in it)")
+    p.add_argument("--eval-images", type=non_negative_int, default=100,
                    help="held-out scenes captioned at every --eval-every step (0: no evaluation during training)")
     add_train_args(p)
 
@@ -26,14 +29,14 @@ def add_commands(tree) -> None:
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files")
     p.add_argument("--model", required=True, help="VLM folder (e.g. the output of `vgt train vlm`)")
     p.add_argument("--backbone", default="auto", help="backbone name (auto: read from the folder)")
-    p.add_argument("--max-new-tokens", type=int, default=64)
+    p.add_argument("--max-new-tokens", type=positive_int, default=64)
 
     p = tree.command("eval understanding", eval_understanding,
                      "Exact-scene and per-attribute accuracy of a VLM's captions on held-out ShapesWorld scenes.")
     p.add_argument("--model", required=True, help="VLM folder")
     p.add_argument("--backbone", default="auto", help="backbone name (auto: read from the folder)")
-    p.add_argument("--num-images", type=int, default=200)
-    p.add_argument("--batch-size", type=int, default=25)
+    p.add_argument("--num-images", type=positive_int, default=200)
+    p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--out", help="JSON report path (default: MODEL/understanding.json)")
 
 
@@ -42,7 +45,8 @@ def train_vlm(args: argparse.Namespace) -> int:
     from vgt.train.config import config_from_args
 
     cfg = config_from_args(args, **VLM_TRAINING[args.vlm_preset])
-    result = train_small_vlm(args.vlm_preset, cfg, out=args.out, eval_images=args.eval_images)
+    result = train_small_vlm(args.vlm_preset, cfg, out=args.out, eval_images=args.eval_images,
+                             overwrite=args.overwrite)
     print(json.dumps(result, indent=2))
     return 0
 
@@ -51,11 +55,11 @@ def _load_image(path: str, size: int):
     """A square center crop of the image, resized to the VLM's resolution, as [1, 3, size, size] in [-1, 1]."""
     from PIL import Image
 
-    from vgt.data.transforms import to_tensor
+    from vgt.data.transforms import to_rgb, to_tensor
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"image {path!r} does not exist")
-    image = Image.open(path).convert("RGB")
+    image = to_rgb(Image.open(path))
     side = min(image.size)
     left, top = (image.size[0] - side) // 2, (image.size[1] - side) // 2
     image = image.crop((left, top, left + side, top + side))

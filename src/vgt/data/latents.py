@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vgt.data.sources import IndexedSource, Sample, Skipped, Source, WebDatasetSource
+from vgt.data.sources import IndexedSource, Sample, Skipped, Source, WebDatasetSource, readable
+from vgt.io import check_replaceable, staging_directory
 
 INDEX_FILE = "index.json"
 DTYPES = {"float32": np.float32, "float16": np.float16}
@@ -63,18 +64,15 @@ def write_latent_cache(
         raise ValueError(f"latent dtype {dtype!r} is not one of {', '.join(DTYPES)}")
     if num_samples is None and isinstance(source, IndexedSource) and source.num_items() is None:
         raise ValueError(f"{type(source).__name__} is endless: pass num_samples (CLI: --num-samples)")
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out} exists and is not empty; choose another output directory or pass overwrite")
+    check_replaceable(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir()
+    staging = staging_directory(out, "partial")
 
     shards: list[str] = []
     tar: tarfile.TarFile | None = None
     written = skipped = 0
     shape = None
-    items = source.stream(0, 1, seed, repeat=False)
+    items = readable(source.stream(0, 1, seed, repeat=False), source.label())
     bar = tqdm(total=num_samples, desc=f"cache latents -> {out}", unit="img")
     exhausted = False
     try:

@@ -447,7 +447,7 @@ def export_split(out_dir: str | os.PathLike, n: int, seed: int, resolution: int 
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise FileExistsError(f"{out} exists and is not empty; choose another --out or pass --overwrite")
     world = ShapesWorld(resolution, seed, tasks)
-    with atomic_directory(out) as tmp, open(tmp / "metadata.jsonl", "w") as meta:
+    with atomic_directory(out, overwrite=overwrite) as tmp, open(tmp / "metadata.jsonl", "w") as meta:
         for index in tqdm(range(start, start + n), desc=f"export {out}", unit="img"):
             sample = world.sample(index)
             name = f"{index:08d}.png"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tarfile
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -34,6 +35,18 @@ Cursor = int | list
 READ_ERRORS = (OSError, ValueError, SyntaxError, EOFError, tarfile.TarError, Image.DecompressionBombError)
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp", "bmp")
 CAPTION_KEYS = ("txt", "caption", "text")
+# A stream that yields this many unreadable items in a row is broken as a whole, not noisy.
+MAX_CONSECUTIVE_SKIPS = 1000
+# `pipe:cmd`, `http://...`, `s3:...`: anything with a scheme is not a local file (`-` is stdin)
+_URL_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+class TruncatedShardError(tarfile.ReadError):
+    """A tar shard that ends without its end-of-archive marker: samples after its last complete member are lost."""
+
+
+class UnreadableDataError(ValueError):
+    """A data source yielded nothing but unreadable items for `MAX_CONSECUTIVE_SKIPS` items in a row."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +57,12 @@ class Skipped:
 
 
 class Source(ABC):
+    #: how the user named it (the CLI spec), for error messages
+    spec: str = ""
+
+    def label(self) -> str:
+        return self.spec or type(self).__name__
+
     @abstractmethod
     def stream(
         self, part: int, num_parts: int, seed: int, cursor: Cursor | None = None, repeat: bool = True
@@ -54,6 +73,26 @@ class Source(ABC):
     def num_items(self) -> int | None:
         """Items per epoch when known (None for infinite or unknown-length sources)."""
         return None
+
+
+def readable(items: Iterator[tuple[Cursor, Sample | Skipped]], name: str = "the data source",
+             limit: int = MAX_CONSECUTIVE_SKIPS) -> Iterator[tuple[Cursor, Sample | Skipped]]:
+    """`items` unchanged, but `limit` unreadable items in a row end the stream with `UnreadableDataError` (naming
+    `name` and the last reason) instead of reading a broken source forever."""
+    in_a_row = 0
+    for cursor, item in items:
+        in_a_row = in_a_row + 1 if isinstance(item, Skipped) else 0
+        if in_a_row >= limit:
+            raise UnreadableDataError(
+                f"{name}: {in_a_row} unreadable samples in a row, nothing to train on; last: {item.reason}"
+            )
+        yield cursor, item
+
+
+def check_resolution(resolution: int) -> int:
+    if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution < 1:
+        raise ValueError(f"image resolution must be a positive number of pixels, got {resolution!r}")
+    return resolution
 
 
 def _check_part(part: int, num_parts: int) -> None:
@@ -113,9 +152,11 @@ class ImageFolderSource(IndexedSource):
 
     def __init__(self, root: str | os.PathLike, resolution: int, caption_key: str = "text", shuffle: bool = True):
         self.root = Path(root)
-        self.resolution = resolution
+        self.resolution = check_resolution(resolution)
         self.shuffle = shuffle
         metadata = self.root / "metadata.jsonl"
+        if not self.root.is_dir():
+            raise NotADirectoryError(f"image folder {str(self.root)!r} is not a directory")
         if not metadata.is_file():
             raise FileNotFoundError(
                 f"{metadata} not found: an image folder needs a metadata.jsonl with one line per image, "
@@ -127,11 +168,17 @@ class ImageFolderSource(IndexedSource):
                 continue
             try:
                 record = json.loads(line)
-                self.items.append((str(record["file_name"]), str(record[caption_key])))
+                file_name, caption = record["file_name"], record[caption_key]
             except (json.JSONDecodeError, KeyError, TypeError) as err:
                 raise ValueError(
                     f"{metadata}:{number}: expected a JSON object with 'file_name' and '{caption_key}' ({err})"
                 ) from None
+            if not isinstance(file_name, str) or not isinstance(caption, str):
+                raise ValueError(
+                    f"{metadata}:{number}: 'file_name' and '{caption_key}' must be strings, got "
+                    f"{json.dumps(file_name)} and {json.dumps(caption)} (write \"\" for an empty caption)"
+                )
+            self.items.append((file_name, caption))
         if not self.items:
             raise ValueError(f"{metadata} lists no images")
 
@@ -161,7 +208,7 @@ class ShapesSource(IndexedSource):
 
         if text not in ("prompt", "caption"):
             raise ValueError(f"ShapesSource text must be 'prompt' or 'caption', got {text!r}")
-        self.resolution = resolution
+        self.resolution = check_resolution(resolution)
         self.text = text
         self.world = ShapesWorld(resolution=resolution, seed=world_seed, **world_kwargs)
 
@@ -178,20 +225,24 @@ def image_sample(raw: dict, resolution: int, rng: np.random.Generator) -> Sample
     caption = next((raw[k].decode("utf-8") for k in CAPTION_KEYS if k in raw), None)
     if caption is None and "json" in raw:
         meta = json.loads(raw["json"])
-        caption = meta.get("caption", meta.get("text"))
-    if caption is None:
-        raise ValueError(f"no caption (txt/caption/text/json) in sample with keys {sorted(raw)}")
+        caption = meta.get("caption", meta.get("text")) if isinstance(meta, dict) else None
+    if not isinstance(caption, str):
+        raise ValueError(f"no caption (txt/caption/text, or a json with a string caption/text) in sample with keys "
+                         f"{sorted(raw)}")
     return {"image": prepare_image(decode_image(raw[image_key]), resolution, rng), "caption": caption}
 
 
 class WebDatasetSource(Source):
     """Tar shards in the WebDataset layout (files `KEY.jpg`, `KEY.txt`, ... grouped by KEY). `urls`: a brace
-    pattern (`data/train-{000000..000099}.tar`, `::` joins several), a list, or a `.txt` file listing one per line.
+    pattern (`data/train-{000000..000099}.tar`, `::` joins several), a list, or a `.txt` file listing one per line
+    (relative lines are read relative to the list's folder). Shards are local files, opened as files: `pipe:`
+    commands, `-` (stdin) and URLs are refused, since a shard list is data and must not run anything.
 
     Shards are dealt to partitions round-robin (shard i -> partition i % P), so ranks and workers never read the
     same shard; there must be at least as many shards as readers. Each epoch a partition visits its shards in a
     new seeded order; samples within a shard keep their stored order (write shards pre-shuffled). A truncated or
-    unreadable shard ends with one `Skipped` and the stream moves on to the next shard.
+    unreadable shard ends with one `Skipped` and the stream moves on to the next shard; so does a shard without
+    its end-of-archive marker (cut at a member boundary), after its complete samples.
     """
 
     def __init__(
@@ -201,17 +252,11 @@ class WebDatasetSource(Source):
         decode: Callable[[dict, np.random.Generator], Sample] | None = None,
         shuffle_shards: bool = True,
     ):
-        from webdataset.shardlists import expand_urls
-
-        if isinstance(urls, str) and urls.endswith(".txt") and Path(urls).is_file():  # a shard list, one per line
-            urls = [line.strip() for line in Path(urls).read_text().splitlines() if line.strip()]
-        self.urls = list(expand_urls(urls)) if isinstance(urls, str) else [str(u) for u in urls]
-        if not self.urls:
-            raise ValueError(f"no shards in {urls!r}")
+        self.urls = _shard_paths(urls)
         if decode is None:
             if resolution is None:
                 raise ValueError("WebDatasetSource needs a resolution (or a custom decode function)")
-            decode = _ImageDecoder(resolution)
+            decode = _ImageDecoder(check_resolution(resolution))
         self.decode = decode
         self.shuffle_shards = shuffle_shards
 
@@ -226,12 +271,18 @@ class WebDatasetSource(Source):
         return list(range(part, len(self.urls), num_parts))
 
     def _samples(self, url: str) -> Iterator[dict]:
-        from webdataset.gopen import gopen
-        from webdataset.tariterators import group_by_keys, tar_file_iterator
+        from webdataset.tariterators import group_by_keys
 
-        with gopen(url) as stream:
-            files = ({**f, "__url__": url} for f in tar_file_iterator(stream))
+        with tarfile.open(url, mode="r:*") as tar:
+            files = ({"fname": m.name, "data": tar.extractfile(m).read(), "__url__": url} for m in tar if m.isfile())
             yield from group_by_keys(files)
+            # tarfile takes end of file for end of archive; a shard cut at a member boundary would read as complete
+            tar.fileobj.seek(tar.offset)
+            if tar.fileobj.read(tarfile.BLOCKSIZE) != tarfile.NUL * tarfile.BLOCKSIZE:
+                raise TruncatedShardError(
+                    f"truncated: no end-of-archive marker after {len(tar.members)} member(s), so the samples after "
+                    "them are lost (an interrupted copy or write?)"
+                )
 
     def stream(self, part, num_parts, seed, cursor=None, repeat=True):
         shards = self.shards_of(part, num_parts)
@@ -260,6 +311,31 @@ class WebDatasetSource(Source):
             epoch, position = epoch + 1, 0
 
 
+def _shard_paths(urls: str | Sequence[str]) -> list[str]:
+    """Local shard files from a brace pattern, a list, or a `.txt` shard list; anything else is refused."""
+    from webdataset.shardlists import expand_urls
+
+    base = None
+    if isinstance(urls, str) and urls.endswith(".txt") and Path(urls).is_file():  # a shard list, one per line
+        base = Path(urls).parent
+        urls = [line.strip() for line in Path(urls).read_text().splitlines() if line.strip()]
+    paths = list(expand_urls(urls)) if isinstance(urls, str) else [str(u) for u in urls]
+    if not paths:
+        raise ValueError(f"no shards in {urls!r}")
+    refused = [p for p in paths if p == "-" or _URL_SCHEME.match(p)]
+    if refused:
+        raise ValueError(f"shards must be local tar files; refusing {refused[0]!r} ({len(refused)} such entries): "
+                         "pipe: commands, stdin (-) and URLs are not read (download remote shards first)")
+    if base is not None:
+        paths = [str(base / p) for p in paths]  # absolute lines stay as they are
+    missing = [p for p in paths if not Path(p).is_file()]
+    if missing:
+        kind = "is a directory, not a tar shard" if Path(missing[0]).is_dir() else "does not exist"
+        raise FileNotFoundError(f"{len(missing)} of {len(paths)} shard(s) are not files: {missing[0]!r} {kind}"
+                                f" (shards: {urls!r})")
+    return paths
+
+
 class _ImageDecoder:
     """Picklable default decoder (data-loader workers need to pickle the source)."""
 
@@ -276,7 +352,7 @@ class MixSource(Source):
     def __init__(self, sources: Sequence[Source], weights: Sequence[float]):
         if len(sources) != len(weights) or not sources:
             raise ValueError(f"MixSource needs one weight per source (got {len(sources)} and {len(weights)})")
-        if any(w < 0 for w in weights) or sum(weights) <= 0:
+        if not all(0 <= w < float("inf") for w in weights) or sum(weights) <= 0:
             raise ValueError(f"mix weights must be >= 0 with a positive sum, got {list(weights)}")
         self.sources = list(sources)
         self.probs = np.asarray(weights, dtype=np.float64) / float(sum(weights))
@@ -303,16 +379,22 @@ def parse_source(spec: str, resolution: int) -> Source:
     """A source from a CLI spec: `shapes`, `shapes:caption`, `folder:DIR`, `wds:SHARDS` (a brace pattern such
     as `data/train-{000000..000099}.tar`, or a .txt shard list), or `latents:DIR` (a latent cache)."""
     kind, _, arg = spec.partition(":")
+    source = None
     if kind == "shapes":
-        return ShapesSource(resolution, text=arg or "prompt")
-    if kind == "folder" and arg:
-        return ImageFolderSource(arg, resolution)
-    if kind == "wds" and arg:
-        return WebDatasetSource(arg, resolution)
-    if kind == "latents" and arg:
+        source = ShapesSource(resolution, text=arg or "prompt")
+    elif kind == "folder" and arg:
+        source = ImageFolderSource(arg, resolution)
+    elif kind == "wds" and arg:
+        source = WebDatasetSource(arg, resolution)
+    elif kind == "latents" and arg:
         from vgt.data.latents import LatentCacheSource
 
-        return LatentCacheSource(arg)
+        source = LatentCacheSource(arg)
+    if source is not None:
+        source.spec = spec
+        return source
+    if kind in ("folder", "wds", "latents"):
+        raise ValueError(f"data spec {spec!r} names no path; write {kind}:PATH")
     raise ValueError(
         f"cannot read data spec {spec!r}; use shapes[:prompt|caption], folder:DIR (with metadata.jsonl), "
         "wds:SHARD_PATTERN or latents:DIR"
@@ -324,6 +406,8 @@ def build_source(specs: Sequence[str], resolution: int, weights: Sequence[float]
     sources = [parse_source(s, resolution) for s in specs]
     if weights is not None and len(weights) != len(sources):
         raise ValueError(f"{len(weights)} data weight(s) for {len(sources)} data source(s)")
+    if weights is not None and not (all(0 <= w < float("inf") for w in weights) and sum(weights) > 0):
+        raise ValueError(f"data weights must be finite, >= 0 and not all 0, got {list(weights)}")
     if len(sources) == 1:
         return sources[0]
     return MixSource(sources, weights or [1.0] * len(sources))

@@ -40,7 +40,7 @@ def write_prompt_samples(out_dir: str | os.PathLike, index: int, metadata: dict,
     target = prompt_dir(out_dir, index)
     if target.exists() and not overwrite:
         raise FileExistsError(f"{target} exists; pass overwrite=True (CLI: --overwrite) or write to a new OUT")
-    with atomic_directory(target) as tmp:
+    with atomic_directory(target, overwrite=True) as tmp:  # checked above
         (tmp / "metadata.jsonl").write_text(json.dumps(metadata) + "\n")
         (tmp / "samples").mkdir()
         for k, image in enumerate(images):

@@ -14,7 +14,9 @@ crash mid-write leaves the previous checkpoints untouched and never a half-writt
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import random
 import re
 import shutil
@@ -22,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -32,6 +35,7 @@ MODEL_FILE = "model.safetensors"
 EMA_FILE = "ema.safetensors"
 TRAINER_FILE = "trainer.pt"
 META_FILE = "meta.json"
+ABANDONED_DIR = "abandoned"
 _STEP_DIR = re.compile(r"^step_(\d{8})$")
 
 
@@ -87,6 +91,28 @@ def _listing(keys: list[str], limit: int = 10) -> str:
     return ", ".join(keys[:limit]) + (" ..." if len(keys) > limit else "")
 
 
+def check_finite(state: dict[str, torch.Tensor], origin: str) -> None:
+    """Refuse weights holding NaN or infinity: they would only ever produce black images or NaN losses."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if bad:
+        raise ValueError(f"{origin} holds non-finite values (NaN or inf) in {len(bad)} tensor(s): {_listing(bad)}; "
+                         "the run that wrote it diverged or the file is damaged: use an earlier checkpoint")
+
+
+def read_weights(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file as a state dict; a missing, corrupt or non-finite file is an error that names it."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"weights file {str(path)!r} is missing")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ValueError(f"{str(path)!r} is not a readable safetensors file ({err}): it is truncated or corrupt; "
+                         "export or copy it again") from None
+    check_finite(state, repr(str(path)))
+    return state
+
+
 def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: str,
                       loaded_elsewhere: tuple[str, ...] = ()) -> None:
     """`model.load_state_dict` that first reports, readably, every missing, unexpected or mis-shaped tensor.
@@ -107,7 +133,7 @@ def load_state_strict(model: nn.Module, state: dict[str, torch.Tensor], origin: 
 
 def load_weights(model: nn.Module, path: str | os.PathLike) -> None:
     """Load a safetensors state dict strictly (see `load_state_strict`)."""
-    load_state_strict(model, load_file(str(path)), str(path))
+    load_state_strict(model, read_weights(path), str(path))
 
 
 def load_checkpoint_weights(model: nn.Module, checkpoint: str | os.PathLike, use_ema: bool = True) -> str:
@@ -116,10 +142,10 @@ def load_checkpoint_weights(model: nn.Module, checkpoint: str | os.PathLike, use
     checkpoint = Path(checkpoint)
     if not (checkpoint / META_FILE).is_file():
         raise FileNotFoundError(f"{checkpoint} is not a complete vgt checkpoint (no {META_FILE})")
-    state = load_file(str(checkpoint / MODEL_FILE))
+    state = read_weights(checkpoint / MODEL_FILE)
     if use_ema and (checkpoint / EMA_FILE).is_file():
         # EMA files hold only floating tensors; integer buffers come from the online weights.
-        state.update(load_file(str(checkpoint / EMA_FILE)))
+        state.update(read_weights(checkpoint / EMA_FILE))
         load_state_strict(model, state, f"{checkpoint / EMA_FILE}")
         return "ema"
     load_state_strict(model, state, f"{checkpoint / MODEL_FILE}")
@@ -158,7 +184,37 @@ def torch_save_synced(obj: object, path: Path) -> None:
 def load_state_file(path: Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint file {path} is missing; the checkpoint is incomplete or corrupt")
-    return torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError) as err:
+        raise ValueError(f"checkpoint file {path} is corrupt ({type(err).__name__}: {err})") from None
+
+
+def read_checkpoint(path: Path) -> dict:
+    """Every file of a checkpoint, read and checked (weights finite, state files loadable, every rank's file
+    present): {"meta", "model", "ema" (or None), "trainer", "ranks"}. Raises ValueError/OSError naming the damage."""
+    try:
+        meta = json.loads((path / META_FILE).read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{path}: unreadable {META_FILE} ({err})") from None
+    return {"meta": meta, "model": read_weights(path / MODEL_FILE),
+            "ema": read_weights(path / EMA_FILE) if meta.get("ema") else None,
+            "trainer": load_state_file(path / TRAINER_FILE),
+            "ranks": [load_state_file(path / rank_file(r)) for r in range(int(meta.get("world_size", 1)))]}
+
+
+def set_aside(checkpoints: list[Path]) -> Path | None:
+    """Move checkpoints out of the way of `--resume auto` (into checkpoints/abandoned/), keeping their files."""
+    if not checkpoints:
+        return None
+    target = checkpoints[0].parent / ABANDONED_DIR
+    target.mkdir(exist_ok=True)
+    for path in checkpoints:
+        destination = target / path.name
+        if destination.exists():
+            shutil.rmtree(destination)
+        os.replace(path, destination)
+    return target
 
 
 def publish(partial: Path, meta: dict, keep_last: int) -> Path:

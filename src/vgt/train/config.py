@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vgt.argtypes import finite_float, non_negative_int, positive_int
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 
@@ -41,10 +44,22 @@ class TrainConfig:
     resume: str = "auto"  # "auto" (latest checkpoint in run_dir, if any), "never", or a checkpoint directory
     num_workers: int = 0  # data loader worker processes per training process
     lr_multipliers: dict[str, float] = field(default_factory=dict)  # parameter-name prefix -> lr factor
+    allow_config_change: bool = False  # resume although settings differ from the run's config.json
 
     def __post_init__(self) -> None:
         self.betas = tuple(self.betas)
         problems = []
+        numbers = {"lr": self.lr, "min_lr": self.min_lr, "weight_decay": self.weight_decay, "eps": self.eps,
+                   "grad_clip": self.grad_clip, "ema_decay": self.ema_decay, "betas": self.betas,
+                   **{f"lr_multipliers[{k!r}]": v for k, v in self.lr_multipliers.items()}}
+        for name, value in numbers.items():
+            if not all(math.isfinite(v) for v in (value if isinstance(value, tuple) else (value,))):
+                problems.append(f"{name} must be finite (got {value})")
+        if not self.lr > 0 or self.min_lr < 0 or self.eps <= 0 or self.grad_clip < 0:
+            problems.append(f"lr must be > 0, min_lr >= 0, eps > 0 and grad_clip >= 0 (got lr {self.lr}, min_lr "
+                            f"{self.min_lr}, eps {self.eps}, grad_clip {self.grad_clip})")
+        if not all(0.0 <= b < 1.0 for b in self.betas) or len(self.betas) != 2:
+            problems.append(f"betas must be two numbers in [0, 1) (got {self.betas})")
         if self.precision not in PRECISIONS:
             problems.append(f"precision {self.precision!r} is not one of {', '.join(PRECISIONS)}")
         for name in ("steps", "batch_size", "grad_accum", "log_every", "keep_last"):
@@ -125,27 +140,29 @@ def add_train_args(parser: argparse.ArgumentParser, default_preset: str = "toy")
     g = parser.add_argument_group("training")
     g.add_argument("--preset", default=default_preset, choices=sorted(PRESETS), help="named hyper-parameter set")
     g.add_argument("--run-dir", required=True, help="run directory: checkpoints, metrics.jsonl, config")
-    g.add_argument("--steps", type=int, help="optimizer steps")
-    g.add_argument("--batch-size", type=int, help="global batch per optimizer step (all processes together)")
-    g.add_argument("--grad-accum", type=int, help="gradient accumulation micro-steps per optimizer step")
-    g.add_argument("--lr", type=float, help="peak learning rate")
-    g.add_argument("--min-lr", type=float, help="learning rate at the end of the cosine decay")
-    g.add_argument("--warmup-steps", type=int, help="linear warmup steps")
-    g.add_argument("--weight-decay", type=float, help="AdamW weight decay (never on biases, norms, 1-D params)")
-    g.add_argument("--betas", type=float, nargs=2, metavar=("B1", "B2"), help="AdamW betas")
-    g.add_argument("--grad-clip", type=float, help="max gradient norm (0 disables)")
+    g.add_argument("--steps", type=positive_int, help="optimizer steps")
+    g.add_argument("--batch-size", type=positive_int, help="global batch per optimizer step (all processes together)")
+    g.add_argument("--grad-accum", type=positive_int, help="gradient accumulation micro-steps per optimizer step")
+    g.add_argument("--lr", type=finite_float, help="peak learning rate")
+    g.add_argument("--min-lr", type=finite_float, help="learning rate at the end of the cosine decay")
+    g.add_argument("--warmup-steps", type=non_negative_int, help="linear warmup steps")
+    g.add_argument("--weight-decay", type=finite_float, help="AdamW weight decay (never on biases, norms, 1-D params)")
+    g.add_argument("--betas", type=finite_float, nargs=2, metavar=("B1", "B2"), help="AdamW betas")
+    g.add_argument("--grad-clip", type=finite_float, help="max gradient norm (0 disables)")
     g.add_argument("--precision", choices=PRECISIONS, help="autocast dtype; master weights stay fp32")
-    g.add_argument("--ema-decay", type=float, help="EMA decay (0 disables EMA)")
-    g.add_argument("--ema-start", type=int, help="step from which the EMA averages (before: copies)")
-    g.add_argument("--log-every", type=int, help="steps between metric lines")
-    g.add_argument("--save-every", type=int, help="steps between checkpoints (0: only at the end)")
-    g.add_argument("--eval-every", type=int, help="steps between sampling/eval hooks (0 disables)")
-    g.add_argument("--keep-last", type=int, help="checkpoints to keep")
-    g.add_argument("--seed", type=int, help="seed for data order, augmentation and training noise")
+    g.add_argument("--ema-decay", type=finite_float, help="EMA decay (0 disables EMA)")
+    g.add_argument("--ema-start", type=non_negative_int, help="step from which the EMA averages (before: copies)")
+    g.add_argument("--log-every", type=positive_int, help="steps between metric lines")
+    g.add_argument("--save-every", type=non_negative_int, help="steps between checkpoints (0: only at the end)")
+    g.add_argument("--eval-every", type=non_negative_int, help="steps between sampling/eval hooks (0 disables)")
+    g.add_argument("--keep-last", type=positive_int, help="checkpoints to keep")
+    g.add_argument("--seed", type=non_negative_int, help="seed for data order, augmentation and training noise")
     g.add_argument(
         "--resume", help="'auto' (latest checkpoint in --run-dir), 'never', or a checkpoint directory"
     )
-    g.add_argument("--num-workers", type=int, help="data loader workers per process")
+    g.add_argument("--allow-config-change", action="store_true",
+                   help="resume although --lr, --seed, --data, --precision, ... differ from the run's config.json")
+    g.add_argument("--num-workers", type=non_negative_int, help="data loader workers per process")
     g.add_argument(
         "--lr-mult", type=_parse_multiplier, action="append", metavar="PREFIX=FACTOR",
         help="learning-rate factor for parameters whose name starts with PREFIX (repeatable)",

@@ -8,6 +8,9 @@ and stopping on a non-finite loss. See docs/training.md.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
 import math
 import os
 import shutil
@@ -29,8 +32,11 @@ from vgt.train import checkpoint as ckpt
 from vgt.train.config import TrainConfig
 from vgt.train.ema import EMA
 from vgt.train.loader import StreamPosition, make_loader
+from vgt.train.lock import RunDirLock
 from vgt.train.logging import MetricsLogger, write_run_info
 from vgt.train.optim import build_optimizer, set_lr
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -39,7 +45,9 @@ class StepContext:
 
     step: int  # optimizer step being computed, 0-based
     micro_step: int  # gradient-accumulation micro-step within it
-    generator: torch.Generator  # seeded per (seed, step, micro_step, rank): use it for every random draw
+    #: one per sample of the batch, seeded by (seed, the sample's global index in the run): draw sample i's random
+    #: numbers from generators[i], so 1 and N processes (and resumed runs) draw the same numbers for each sample
+    generators: list[torch.Generator]
     device: torch.device
     accelerator: Accelerator
 
@@ -130,6 +138,38 @@ def _make_accelerator(precision: str, find_unused_parameters: bool) -> Accelerat
     return accelerator
 
 
+#: settings that may differ on resume: how long to train and how often to log, save and evaluate
+RESUMABLE_CHANGES = {"steps", "log_every", "save_every", "eval_every", "keep_last", "resume", "run_dir",
+                     "allow_config_change"}
+#: stage settings that only change what is evaluated during training, not what is trained
+EVALUATION_SETTINGS = {"eval_images"}
+CONFIG_CHANGES_FILE = "config_changes.jsonl"
+
+
+def _flatten(config: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in config.items():
+        if isinstance(value, dict) and value:
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def config_changes(saved: dict, new: dict) -> list[str]:
+    """'name: old -> new' for every setting of `new` that differs from the run's saved config.json, except the
+    `RESUMABLE_CHANGES` of the training config and the stage's `EVALUATION_SETTINGS`."""
+    old, now = _flatten(saved), _flatten(new)
+    ignored = {f"train.{name}" for name in RESUMABLE_CHANGES}
+    checked = [k for k in sorted(set(old) | set(now)) if k not in ignored and k.rpartition(".")[2] not in
+               EVALUATION_SETTINGS]
+    return [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(now.get(k))}" for k in checked if old.get(k) != now.get(k)]
+
+
+def _step_of(path: Path) -> int:
+    return int(path.name.split("_")[-1])
+
+
 def _seed_for(*values: int) -> int:
     return int(np.random.SeedSequence(list(values)).generate_state(1, dtype=np.uint64)[0] >> 1)
 
@@ -144,16 +184,38 @@ class Trainer:
         self.loss_fn = loss_fn
         self.hooks = list(hooks)
         self.run_dir = Path(cfg.run_dir)
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise FileExistsError(f"--run-dir {str(self.run_dir)!r} is a file; a run directory is due there")
         self.accelerator = accelerator or _make_accelerator(cfg.precision, find_unused_parameters)
-        acc = self.accelerator
+        created = not self.run_dir.exists()
+        self.lock = RunDirLock(self.run_dir) if self.accelerator.is_main_process else None
+        try:
+            self._setup(model, source, extra_config)
+        except BaseException:
+            self.release()
+            if created and self.lock is not None:  # a run that never started leaves no directory behind
+                self.lock.path.unlink(missing_ok=True)
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()
+            raise
+
+    def release(self) -> None:
+        """Let another training use the run directory (done at the end of `train()`)."""
+        if self.lock is not None:
+            self.lock.release()
+
+    def _setup(self, model: nn.Module, source: Source, extra_config: dict | None) -> None:
+        acc, cfg = self.accelerator, self.cfg
         self.micro_batch = cfg.micro_batch_size(acc.num_processes)
         self.fsdp = acc.distributed_type == DistributedType.FSDP
         if self.fsdp and cfg.ema_decay > 0:
             raise ValueError("EMA is not supported with FSDP (the weights are sharded); set --ema-decay 0")
 
-        resume_from = self._resume_checkpoint()
+        config = json.loads(json.dumps({"train": cfg.to_dict(), **(extra_config or {})}))
+        resume_from, state = self._resume_checkpoint()
         if resume_from is not None:
-            ckpt.load_weights(model, resume_from / ckpt.MODEL_FILE)
+            self._check_config(resume_from, config)
+            ckpt.load_state_strict(model, state["model"], str(resume_from / ckpt.MODEL_FILE))
         optimizer = build_optimizer(model, cfg)
         self.model, self.optimizer = acc.prepare(model, optimizer)
         # after prepare, so the average lives on the training device
@@ -163,15 +225,21 @@ class Trainer:
         self.position = StreamPosition(num_parts)
         rank_state = None
         if resume_from is not None:
-            rank_state = self._load_state(resume_from, num_parts)
+            rank_state = self._load_state(resume_from, state, num_parts)
         self.resumed_from = resume_from
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
+            if resume_from is not None:  # a later checkpoint belongs to an abandoned branch (or is damaged)
+                later = [p for p in ckpt.list_checkpoints(self.run_dir) if _step_of(p) > self.step]
+                if later:
+                    moved = ckpt.set_aside(later)
+                    logger.warning("resuming from step %d: set aside the later checkpoint(s) %s in %s, so that "
+                                   "--resume auto continues this run", self.step, [p.name for p in later], moved)
             setup = {"num_processes": acc.num_processes, "distributed_type": str(acc.distributed_type.value),
                      "device": str(acc.device), "mixed_precision": acc.mixed_precision,
                      "resumed_from": str(resume_from) if resume_from else None}
-            write_run_info(self.run_dir, {"train": cfg.to_dict(), **(extra_config or {})}, cfg.seed, setup)
+            write_run_info(self.run_dir, config, cfg.seed, setup)
         self.logger = MetricsLogger(self.run_dir, self.step if resume_from else None) if acc.is_main_process else None
         self.loader = make_loader(source, self.micro_batch, cfg.seed, acc.process_index, acc.num_processes,
                                   cfg.num_workers, self.position, pin_memory=acc.device.type == "cuda")
@@ -183,30 +251,60 @@ class Trainer:
         self.last_checkpoint = resume_from
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def _resume_checkpoint(self) -> Path | None:
+    def _resume_checkpoint(self) -> tuple[Path | None, dict | None]:
+        """The checkpoint to continue from and its files, read (`ckpt.read_checkpoint`). With `auto`, a damaged
+        newest checkpoint is skipped with a warning for the previous readable one."""
         resume = self.cfg.resume
         if resume == "never":
             if ckpt.latest_checkpoint(self.run_dir) is not None:
                 raise FileExistsError(
                     f"{self.run_dir} already holds checkpoints; use --resume auto to continue it or a new --run-dir"
                 )
-            return None
+            return None, None
         if resume == "auto":
-            return ckpt.latest_checkpoint(self.run_dir)
+            found = ckpt.list_checkpoints(self.run_dir)
+            for path in reversed(found):
+                try:
+                    return path, ckpt.read_checkpoint(path)
+                except (ValueError, OSError) as err:
+                    logger.warning("checkpoint %s is damaged (%s); falling back to the previous one", path, err)
+            if found:
+                raise ValueError(f"no readable checkpoint in {self.run_dir} ({len(found)} damaged); resume from an "
+                                 "intact copy with --resume DIR, or start a new --run-dir")
+            return None, None
         path = Path(resume)
         if not (path / ckpt.META_FILE).is_file():
             raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint directory (no {ckpt.META_FILE})")
-        return path
+        return path, ckpt.read_checkpoint(path)
 
-    def _load_state(self, path: Path, num_parts: int) -> dict:
+    def _check_config(self, path: Path, config: dict) -> None:
+        """Resume only with the settings the run was made with (see docs/training.md, Resume)."""
+        saved_file = path.parent.parent / "config.json"
+        if not saved_file.is_file():
+            return
+        changes = config_changes(json.loads(saved_file.read_text()), config)
+        if not changes:
+            return
+        listing = "; ".join(changes)
+        if not self.cfg.allow_config_change:
+            raise ValueError(
+                f"resuming {path} with changed settings: {listing}. Resume with the settings the run was started "
+                "with, start a new --run-dir, or pass --allow-config-change to continue with the new ones"
+            )
+        logger.warning("resuming %s with changed settings (--allow-config-change): %s", path, listing)
+        if self.accelerator.is_main_process:
+            with open(self.run_dir / CONFIG_CHANGES_FILE, "a") as f:
+                f.write(json.dumps({"resumed_from": str(path), "changes": changes}) + "\n")
+
+    def _load_state(self, path: Path, state: dict, num_parts: int) -> dict:
         acc = self.accelerator
-        trainer = ckpt.load_state_file(path / ckpt.TRAINER_FILE)
+        trainer = state["trainer"]
         if trainer["world_size"] != acc.num_processes or trainer["batch_size"] != self.cfg.batch_size:
             raise ValueError(
                 f"{path} was saved by {trainer['world_size']} process(es) at global batch {trainer['batch_size']}; "
                 f"resume with the same (now {acc.num_processes} process(es), batch {self.cfg.batch_size})"
             )
-        rank_state = ckpt.load_state_file(path / ckpt.rank_file(acc.process_index))
+        rank_state = state["ranks"][acc.process_index]
         try:
             self.optimizer.load_state_dict(rank_state["optimizer"] if self.fsdp else trainer["optimizer"])
         except ValueError as err:
@@ -218,11 +316,9 @@ class Trainer:
         if acc.scaler is not None and trainer.get("grad_scaler") is not None:
             acc.scaler.load_state_dict(trainer["grad_scaler"])
         if self.ema is not None:
-            if not (path / ckpt.EMA_FILE).is_file():
+            if state["ema"] is None:
                 raise FileNotFoundError(f"{path} has no EMA weights but --ema-decay is set; resume with --ema-decay 0")
-            from safetensors.torch import load_file
-
-            self.ema.load_state_dict({k: v.to(acc.device) for k, v in load_file(str(path / ckpt.EMA_FILE)).items()})
+            self.ema.load_state_dict({k: v.to(acc.device) for k, v in state["ema"].items()})
         self.position = StreamPosition.from_state(rank_state["data"], num_parts)
         return rank_state
 
@@ -283,16 +379,21 @@ class Trainer:
         message = (
             f"non-finite training loss at step {self.step + 1} (loss {loss}, grad norm {grad_norm}, "
             f"metrics {metrics}); the run stopped without saving. Last good checkpoint: {where}. "
-            "Try a lower --lr, --grad-clip 1.0, or another --precision, then continue with --resume auto."
+            "Try a lower --lr, --grad-clip 1.0, or another --precision, then continue with --resume auto "
+            "--allow-config-change."
         )
         if self.logger is not None:
             self.logger.log(self.step + 1, {"error": message})
         raise NonFiniteLossError(message)
 
-    def _generator(self, micro: int) -> torch.Generator:
-        gen = torch.Generator(device=self.accelerator.device)
-        gen.manual_seed(_seed_for(self.cfg.seed, self.step, micro, self.accelerator.process_index))
-        return gen
+    def _generators(self, micro: int) -> list[torch.Generator]:
+        """Per-sample generators. Sample j of this process's micro-batch is global sample
+        rank + N * ((step * grad_accum + micro) * micro_batch + j): the index an indexed source deals it from, so
+        a sample's numbers depend on neither the process count nor the accumulation split."""
+        acc, first = self.accelerator, (self.step * self.cfg.grad_accum + micro) * self.micro_batch
+        return [torch.Generator(device=acc.device).manual_seed(
+                    _seed_for(self.cfg.seed, acc.process_index + acc.num_processes * (first + j)))
+                for j in range(self.micro_batch)]
 
     def _optimizer_step(self, batches: Iterator[dict]) -> dict[str, torch.Tensor]:
         """One optimizer step over `grad_accum` micro-batches; returns this process's metrics (loss, grad_norm,
@@ -308,7 +409,7 @@ class Trainer:
                     "(Source.stream is called with repeat=True)"
                 ) from None
             batch = {k: v.to(acc.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
-            context = StepContext(self.step, micro, self._generator(micro), acc.device, acc)
+            context = StepContext(self.step, micro, self._generators(micro), acc.device, acc)
             sync = micro == cfg.grad_accum - 1  # gradients are all-reduced only on the last micro-step
             with nullcontext() if sync else acc.no_sync(self.model):
                 with acc.autocast():
@@ -370,6 +471,7 @@ class Trainer:
             bar.close()
             if self.logger is not None:
                 self.logger.close()
+            self.release()
         return TrainResult(self.step, self.last_checkpoint, last_metrics, self._skipped(), acc.is_main_process)
 
     def _skipped(self) -> int:

@@ -16,11 +16,9 @@ from dataclasses import dataclass, field
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from vgt.data.sources import Skipped, Source
+from vgt.data.sources import Skipped, Source, readable
 
 logger = logging.getLogger(__name__)
-# A partition that yields this many unreadable items in a row is broken as a whole, not noisy.
-MAX_CONSECUTIVE_SKIPS = 1000
 
 
 @dataclass
@@ -80,10 +78,13 @@ class BatchStream(IterableDataset):
         info = get_worker_info()
         slot = ((info.id if info else 0) + self.position.batches) % self.slots
         part = self.rank * self.slots + slot
-        items = self.source.stream(part, self.world_size * self.slots, self.seed, self.position.cursors.get(part))
+        items = readable(
+            self.source.stream(part, self.world_size * self.slots, self.seed, self.position.cursors.get(part)),
+            f"{self.source.label()} (data partition {part})",
+        )
         cursor = self.position.cursors.get(part)
         while True:
-            samples, reasons, skipped, in_a_row = [], [], 0, 0
+            samples, reasons, skipped = [], [], 0
             while len(samples) < self.batch_size:
                 try:
                     cursor, item = next(items)
@@ -91,14 +92,8 @@ class BatchStream(IterableDataset):
                     return
                 if isinstance(item, Skipped):
                     skipped += 1
-                    in_a_row += 1
                     reasons.append(item.reason)
-                    if in_a_row >= MAX_CONSECUTIVE_SKIPS:
-                        raise RuntimeError(
-                            f"{in_a_row} unreadable samples in a row in data partition {part}; last: {item.reason}"
-                        )
                     continue
-                in_a_row = 0
                 samples.append(item)
             batch = collate(samples)
             batch.update(_part=part, _cursor=cursor, _skipped=skipped, _skip_reasons=reasons[:5])

@@ -87,7 +87,7 @@ class MetricsLogger:
             pass
 
     def _truncate_after(self, step: int) -> None:
-        kept = [line for line in self.path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step]
+        kept = [line for line, record in _records(self.path) if record.get("step", 0) <= step]
         atomic_write_text(self.path, "".join(line + "\n" for line in kept))
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
@@ -104,7 +104,19 @@ class MetricsLogger:
             self._tb.close()
 
 
+def _records(path: Path) -> list[tuple[str, dict]]:
+    """(line, record) of each complete line; a line torn by a crash mid-write (the last one) is dropped."""
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append((line, record))
+    return records
+
+
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
     """All records of a run's metrics.jsonl, in order."""
-    path = Path(run_dir) / METRICS_FILE
-    return [json.loads(line) for line in path.read_text().splitlines() if line]
+    return [record for _, record in _records(Path(run_dir) / METRICS_FILE)]

@@ -36,14 +36,16 @@ def build_toy_model(width: int, dropout: float, seed: int) -> ToyAutoencoder:
 
 
 class DenoisingLoss:
-    """MSE between the reconstruction of a noised image and the clean image (noise drawn from ctx.generator)."""
+    """MSE between the reconstruction of a noised image and the clean image (each image's noise from its own
+    `ctx.generators` entry)."""
 
     def __init__(self, noise: float):
         self.noise = noise
 
     def __call__(self, model, batch, ctx):
         images = batch["image"]
-        noisy = images + self.noise * torch.randn(images.shape, generator=ctx.generator, device=images.device)
+        noise = torch.stack([torch.randn(images.shape[1:], generator=g, device=images.device) for g in ctx.generators])
+        noisy = images + self.noise * noise
         recon = model(noisy).float()
         loss = torch.nn.functional.mse_loss(recon, images)
         psnr = 10 * torch.log10(4.0 / torch.nn.functional.mse_loss(recon.detach(), images).clamp_min(1e-10))
@@ -73,8 +75,10 @@ class ReconstructionSamples:
 
 def first_images(source, n: int) -> torch.Tensor:
     """`n` readable images from the start of a source (a fixed batch for the sample hook)."""
+    from vgt.data.sources import readable
+
     images = []
-    for _, item in source.stream(0, 1, seed=12345):
+    for _, item in readable(source.stream(0, 1, seed=12345), source.label()):
         if isinstance(item, dict):
             images.append(item["image"])
         if len(images) == n:
