@@ -471,6 +471,7 @@ def make_path(kind: str, repo: Path, out: Path) -> None:
         model = build(repo, base, str(out / ae_name), tmp)
         load_checkpoint_with_ema(model, str(out / f"iter_{CHECKPOINT_STEPS}.pth"), use_ema=True)
         model = model.float().eval()
+        exact_normalisation(model.vgt_ae)
         loaded = model.state_dict()
         mismatched = [k for k, v in online.items() if not torch.equal(loaded[k], v.float())]
         assert not mismatched and set(loaded) == set(online), mismatched
@@ -500,6 +501,15 @@ def make_path(kind: str, repo: Path, out: Path) -> None:
                      "diffusers": __import__("diffusers").__version__},
     }
     (out / "reference.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+def exact_normalisation(ae) -> None:
+    """Their InternVL AE casts itself to bf16 when built, which rounds its (non-persistent) ImageNet mean/std buffers
+    to bf16 (0.485 -> 0.484375, ...), and `.float()` cannot undo that. The reference runs in fp32, so the buffers get
+    their exact values back, from the constants of the AE's own module."""
+    module = sys.modules[type(ae).__module__]
+    ae.vit_mean = torch.tensor(module.IMAGENET_MEAN, dtype=torch.float32)
+    ae.vit_std = torch.tensor(module.IMAGENET_STD, dtype=torch.float32)
 
 
 def tied_keys(state: dict[str, torch.Tensor]) -> dict[str, str]:
