@@ -84,6 +84,10 @@ class ARConfig:
     #: the prompt text around the instruction ("Generate an image: {caption}"), with an `{instruction}` field;
     #: None = the tokenizer's chat template (which may add a system turn; the authors' models use none)
     prompt_template: str | None = None
+    #: added to the rotary position of every token fed after the first decoding step. 0 = training positions; the
+    #: authors' Qwen2.5-VL loop counts from the text length without its 3-slot `<img>` (-2 at k = 1), a
+    #: train/inference mismatch that converted Qwen models keep so that they compute what the authors' code does
+    decode_position_offset: int = 0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:

@@ -182,13 +182,15 @@ class VGTForGeneration(nn.Module):
         return implementation
 
     def run_llm(self, embeds: torch.Tensor, layout: SlotLayout, start: int, end: int, cache=None,
-                use_cache: bool = False):
-        """Language model over slots start..end-1 of `layout` (slots before `start` come from `cache`)."""
+                use_cache: bool = False, position_ids: torch.Tensor | None = None):
+        """Language model over slots start..end-1 of `layout` (slots before `start` come from `cache`);
+        `position_ids` replaces the layout's rotary positions (not its attention rule)."""
         if self.attention_implementation == "eager":
             mask = layout.attention_bias(start, end, dtype=embeds.dtype)
         else:  # sdpa / flex take boolean masks (True = attend), as transformers itself builds them
             mask = layout.allowed(start, end)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=layout.position[:, start:end],
+        positions = layout.position[:, start:end] if position_ids is None else position_ids
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                         past_key_values=cache, use_cache=use_cache)
 
     # ---- training ----------------------------------------------------------------------------------------------

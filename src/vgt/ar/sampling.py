@@ -154,6 +154,8 @@ def generate_latents(
     prefix, mask = model.prompt_embeddings(rows)
     queries, positions = model.query_tokens(height, width)
     layout, step_ends = decoding_layout(mask, sizes, model.prefix_length)
+    rope = layout.position.clone()
+    rope[:, step_ends[0] :] += model.config.decode_position_offset
     bounds = [0]
     for size in sizes:
         bounds.append(bounds[-1] + size)
@@ -176,11 +178,11 @@ def generate_latents(
         embeds = torch.cat(new, dim=1)
         end = step_ends[step]
         if use_cache:
-            out = model.run_llm(embeds, layout, start, end, cache=cache, use_cache=True)
+            out = model.run_llm(embeds, layout, start, end, cache=cache, use_cache=True, position_ids=rope[:, start:end])
             cache = out.past_key_values
         else:
             fed.append(embeds)
-            out = model.run_llm(torch.cat(fed, dim=1), layout, 0, end)
+            out = model.run_llm(torch.cat(fed, dim=1), layout, 0, end, position_ids=rope[:, :end])
         start = end
         k = sizes[step]
         states = out.last_hidden_state[:, -k:]

@@ -231,7 +231,8 @@ def build_generator(backbone, ae, llm: dict[str, torch.Tensor], generator: dict[
     config = ARConfig(hidden_size=backbone.text.hidden_size, latent_channels=generator["head.input_proj.weight"].shape[1],
                       max_grid=grid.shape[-1], position_init="normal", head=head,
                       timestep_shift=KINDS[kind]["timestep_shift"], image_start_ids=list(ids),
-                      prompt_template=OFFICIAL_PROMPT_TEMPLATE, sampling=SamplingConfig(**OFFICIAL_SAMPLING))
+                      prompt_template=OFFICIAL_PROMPT_TEMPLATE, sampling=SamplingConfig(**OFFICIAL_SAMPLING),
+                      decode_position_offset=1 - len(ids) if kind == "qwen2_5_vl" else 0)
     model = VGTForGeneration(config, backbone, ae=ae)
     expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("llm.")}
     check_against(generator, expected, "the AR checkpoint's generator weights",
