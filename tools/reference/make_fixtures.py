@@ -12,6 +12,7 @@ import copy
 import json
 import sys
 import tempfile
+import zlib
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,7 +26,7 @@ import tiny  # noqa: E402
 CAPTION = "a red cube on grass"  # with the tiny tokenizer, as long as the unconditional prompt: no padding
 TRAIN_CAPTION = "a red cube on green grass"  # one token longer: the unconditional row of the pair is padded
 AE_SIZE = {"internvl": (56, 56), "qwen": (56, 84)}  # the InternVL AE reshapes its tokens to a square
-GEN_SIZE = (56, 84)  # a 2 x 3 latent grid: the 8 x 8 query grids are cropped off-centre-symmetric
+GEN_SIZE = (56, 84)  # a 2 x 3 latent grid: the 8 x 8 query grids are cropped at rows 3-4, columns 2-4
 HEAD_STEPS = 4
 CFG = 4.5
 SEEDS = {"ae_images": 1, "tf_latents": 2, "tf_forward": 3, "generate": 4}
@@ -63,7 +64,7 @@ class RandomRecorder:
 class Calls:
     """Forward hooks that keep the inputs/outputs of a module at every call."""
 
-    def __init__(self, module: torch.nn.Module, kwargs: bool = False):
+    def __init__(self, module: torch.nn.Module):
         self.inputs, self.kwargs, self.outputs = [], [], []
         self.handle = module.register_forward_hook(self._hook, with_kwargs=True)
 
@@ -103,16 +104,10 @@ def ema_variant(kind: str, online: dict[str, torch.Tensor]) -> dict[str, torch.T
         if is_frozen(key) or value.dtype != torch.bfloat16:
             ema[key] = value
             continue
-        generator = torch.Generator().manual_seed(abs(hash_key(f"ema/{kind}/{key}")))
+        generator = torch.Generator().manual_seed(zlib.crc32(f"ema/{kind}/{key}".encode()))
         noise = torch.randn(value.shape, generator=generator)
         ema[key] = (value.float() + 0.05 * value.float().std().clamp(min=0.05) * noise).to(torch.bfloat16)
     return ema
-
-
-def hash_key(text: str) -> int:
-    import zlib
-
-    return zlib.crc32(text.encode())
 
 
 def channels_last_decoder(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -128,10 +123,6 @@ def save_ar_checkpoint(path: Path, online: dict, ema: dict) -> None:
     ema_state_dict["steps"] = torch.tensor(CHECKPOINT_STEPS, dtype=torch.int64)
     meta = {"iter": CHECKPOINT_STEPS, "note": "tiny random-init fixture in the authors' checkpoint layout"}
     torch.save({"meta": meta, "state_dict": state_dict, "ema_state_dict": ema_state_dict}, path)
-
-
-def as_fp32(weights: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.float() for k, v in weights.items()}
 
 
 # ---- tiny base VLMs -------------------------------------------------------------------------------------------
