@@ -15,7 +15,8 @@ class ResidualMLPBlock(nn.Module):
 
     def __init__(self, width: int, eps: float = 1e-5):
         super().__init__()
-        self.mlp = nn.Sequential(nn.LayerNorm(width, eps=eps), nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+        self.mlp = nn.Sequential(nn.LayerNorm(width, eps=eps), nn.Linear(width, width), nn.GELU(),
+                                 nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(x)

@@ -37,7 +37,10 @@ def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: G
         v = velocity(x, torch.full(x.shape[:-1], t, device=x.device))
         score = (t * v - x) / (1 - t)
         drift = v + (1 - t) * score
-        noise = draw_rows(tuple(x.shape[1:]), generator, len(x), x.device) if step_noise is None else step_noise[:, :, i]
+        if step_noise is None:
+            noise = draw_rows(tuple(x.shape[1:]), generator, len(x), x.device)
+        else:
+            noise = step_noise[:, :, i]
         x = x + drift * dt + temperature * (2 * (1 - t) * dt) ** 0.5 * noise
     t = ts[-1]
     return x + velocity(x, torch.full(x.shape[:-1], t, device=x.device)) * (1 - t)
@@ -178,7 +181,8 @@ def generate_latents(
         embeds = torch.cat(new, dim=1)
         end = step_ends[step]
         if use_cache:
-            out = model.run_llm(embeds, layout, start, end, cache=cache, use_cache=True, position_ids=rope[:, start:end])
+            out = model.run_llm(embeds, layout, start, end, cache=cache, use_cache=True,
+                                position_ids=rope[:, start:end])
             cache = out.past_key_values
         else:
             fed.append(embeds)

@@ -228,7 +228,8 @@ def build_generator(backbone, ae, llm: dict[str, torch.Tensor], generator: dict[
     if grid.dim() != 3 or grid.shape[1] != grid.shape[2]:
         raise ConversionError(f"the query grid has shape {tuple(grid.shape)}, expected a square [D, G, G] grid")
     ids = backbone.tokenizer.encode(OFFICIAL_IMAGE_START, add_special_tokens=True)
-    config = ARConfig(hidden_size=backbone.text.hidden_size, latent_channels=generator["head.input_proj.weight"].shape[1],
+    latent_channels = generator["head.input_proj.weight"].shape[1]
+    config = ARConfig(hidden_size=backbone.text.hidden_size, latent_channels=latent_channels,
                       max_grid=grid.shape[-1], position_init="normal", head=head,
                       timestep_shift=KINDS[kind]["timestep_shift"], image_start_ids=list(ids),
                       prompt_template=OFFICIAL_PROMPT_TEMPLATE, sampling=SamplingConfig(**OFFICIAL_SAMPLING),
@@ -274,13 +275,21 @@ def convert_official(out: str | Path, vlm: str | Path, ar: str | Path | None = N
             for key in embedded_ae:
                 report.add("dropped", AE_PREFIX + key, "replaced by the --ae file", "ar-embedded-ae")
     if ae is not None:
-        ae_state = select_weights(read_pth(ae), DEFAULT_WEIGHTS, report, "VGT-AE checkpoint")
+        ae_state = select_weights(read_pth(ae), weights if ar is None else DEFAULT_WEIGHTS, report,
+                                  "VGT-AE checkpoint")
     if not ae_state:
         raise ConversionError("the AR checkpoint holds no vgt_ae.* tensors; pass the VGT-AE file with --ae")
 
     if model_state is None:
         autoencoder = build_ae(backbone, ae_state, dcae, report, kind)
-        autoencoder.save_pretrained(out, backbone_path=str(Path(vlm).resolve()))
+        if any(Path(vlm).glob("*.safetensors")):  # the AE rebuilds its vision path from the VLM folder
+            autoencoder.save_pretrained(out, backbone_path=str(Path(vlm).resolve()))
+        else:  # a weightless VLM folder cannot be loaded strictly: keep the built one beside the AE
+            from vgt.io import atomic_directory
+
+            with atomic_directory(out) as staging:
+                autoencoder.save_pretrained(staging, backbone_path="backbone")
+                backbone.save_pretrained(staging / "backbone")
         return ConvertedModel(report, out, kind)
 
     mapped = apply_rules(model_state, KINDS[kind]["ar_rules"], report, "AR checkpoint")

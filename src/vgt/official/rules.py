@@ -111,8 +111,8 @@ def check_against(converted: dict[str, torch.Tensor], expected: dict[str, torch.
     """Converted keys and shapes must be exactly those of the vgt module that receives them."""
     missing = sorted(set(expected) - set(converted))
     unexpected = sorted(set(converted) - set(expected))
-    mismatched = [f"{k} {tuple(converted[k].shape)} vs {tuple(expected[k])}" for k in sorted(set(expected) & set(converted))
-                  if tuple(converted[k].shape) != tuple(expected[k])]
+    mismatched = [f"{k} {tuple(converted[k].shape)} vs {tuple(expected[k])}"
+                  for k in sorted(set(expected) & set(converted)) if tuple(converted[k].shape) != tuple(expected[k])]
     problems = [f"{name} ({len(v)}): {', '.join(v[:6])}{' ...' if len(v) > 6 else ''}"
                 for name, v in (("missing", missing), ("unexpected", unexpected), ("mismatched", mismatched)) if v]
     if problems:
