@@ -213,7 +213,7 @@ def build_generator(backbone, ae, llm: dict[str, torch.Tensor], generator: dict[
             raise ConversionError(f"the checkpoint's lm_head {tuple(lm_head.shape)} does not fit the VLM's "
                                   f"{tuple(head_weight.shape)}: pass the VLM folder the generator was tuned from")
         tied = head_weight.data_ptr() == language_model.embed_tokens.weight.data_ptr()
-        if tied and not torch.equal(lm_head, language_model.embed_tokens.weight):
+        if tied and not lm_head.is_meta and not torch.equal(lm_head, language_model.embed_tokens.weight):
             raise ConversionError("the VLM ties lm_head to embed_tokens but the checkpoint's two differ: pass the "
                                   "VLM folder the generator was tuned from")
         with torch.no_grad():
