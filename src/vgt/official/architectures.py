@@ -136,3 +136,38 @@ def official_ar_shapes(release: str) -> dict[str, tuple[int, ...]]:
                        p + "mlp.0.bias": (w,), p + "mlp.2.weight": (w, w), p + "mlp.2.bias": (w,),
                        p + "adaLN_modulation.1.weight": (3 * w, w), p + "adaLN_modulation.1.bias": (3 * w,)})
     return shapes
+
+
+def random_release_pipeline(release: str, seed: int = 0):
+    """A released architecture at full size with random weights (for benchmarks; nothing is downloaded): base VLM,
+    VGT-AE with the DC-AE f32c32 decoder, generator configured as `vgt convert official` configures it."""
+    import torch
+
+    from vgt.ae.config import AEConfig
+    from vgt.ae.dcae import DCAE_F32C32_SANA_1_1
+    from vgt.ae.model import VGTAutoencoder
+    from vgt.ar.config import ARConfig, FlowHeadConfig, SamplingConfig
+    from vgt.ar.model import VGTForGeneration
+    from vgt.ar.pipeline import VGTPipeline
+    from vgt.backbones.internvl import InternVLBackbone
+    from vgt.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
+    from vgt.backbones.tiny import build_word_tokenizer
+    from vgt.official.convert import OFFICIAL_IMAGE_START, OFFICIAL_PROMPT_TEMPLATE, OFFICIAL_SAMPLING
+
+    qwen = release.startswith("qwen")
+    torch.manual_seed(seed)
+    config = base_vlm_config(release)
+    config.text_config.num_hidden_layers = checkpoint_layers(release)
+    if getattr(config.text_config, "layer_types", None):
+        config.text_config.layer_types = config.text_config.layer_types[: checkpoint_layers(release)]
+    cls = Qwen2_5_VLBackbone if qwen else InternVLBackbone
+    backbone = cls(cls.model_class(config).eval(), build_word_tokenizer([OFFICIAL_IMAGE_START]))
+    ae = VGTAutoencoder(AEConfig(encoder="vlm", backbone=backbone.name, bottleneck_norm_eps=1e-6, channel_norm=True,
+                                 projector_width=None if qwen else INTERNVL_AE_WIDTH, dcae=dict(DCAE_F32C32_SANA_1_1),
+                                 image_size=448), backbone.vision)
+    ids = backbone.tokenizer.encode(OFFICIAL_IMAGE_START, add_special_tokens=True)
+    generator = ARConfig(hidden_size=backbone.text.hidden_size, max_grid=GRID, position_init="normal",
+                         head=FlowHeadConfig(width=HEAD_WIDTH, depth=HEAD_DEPTH, timestep_scale=1.0),
+                         image_start_ids=ids, prompt_template=OFFICIAL_PROMPT_TEMPLATE,
+                         sampling=SamplingConfig(**OFFICIAL_SAMPLING))
+    return VGTPipeline(VGTForGeneration(generator, backbone, ae=ae), ae)
