@@ -79,19 +79,25 @@ def test_teacher_forced_head_velocities_match_the_authors_code(converted):
     assert max_error(velocity, ref["velocity"]) < tol["velocity_atol"]
 
 
+def generate_as_reference(pipe: VGTPipeline, path: str) -> torch.Tensor:
+    ref, gen = load_file(fixture(path, "reference_generate.safetensors")), reference(path)["generate"]
+    grid = (gen["height"] // pipe.ae.stride, gen["width"] // pipe.ae.stride)
+    with torch.no_grad():
+        return generate_latents(pipe.model, [gen["caption"]], grid, guidance_scale=gen["cfg_scale"],
+                                cfg_schedule=gen["cfg_schedule"], num_inference_steps=gen["num_steps"],
+                                orders=ref["order"].long()[None], noise=ref["noise"]).latents
+
+
 def test_whole_generation_with_the_fed_noise_matches_the_authors_code(converted):
     path, pipe = converted
     ref, settings = load_file(fixture(path, "reference_generate.safetensors")), reference(path)
     gen, tol = settings["generate"], settings["tolerances"]
     assert pipe.config.image_start_ids == gen["image_start_ids"]
     assert torch.equal(pipe.model.prompts([gen["caption"], None])["input_ids"], ref["input_ids"])
-    grid = (gen["height"] // pipe.ae.stride, gen["width"] // pipe.ae.stride)
+    latents = generate_as_reference(pipe, path)
     with torch.no_grad():
-        out = generate_latents(pipe.model, [gen["caption"]], grid, guidance_scale=gen["cfg_scale"],
-                               cfg_schedule=gen["cfg_schedule"], num_inference_steps=gen["num_steps"],
-                               orders=ref["order"].long()[None], noise=ref["noise"])
-        images = pipe.ae.decode(out.latents).sample
-    assert max_error(out.latents, ref["latents"]) < tol["generate_latents_atol"]
+        images = pipe.ae.decode(latents).sample
+    assert max_error(latents, ref["latents"]) < tol["generate_latents_atol"]
     assert max_error(images, ref["images"]) < tol["generate_images_atol"]
 
 
@@ -105,7 +111,16 @@ def test_converted_pipeline_generates_reproducibly(converted):
 
 def test_qwen_positions_after_the_first_step_follow_the_authors_loop(converted):
     path, pipe = converted
-    assert pipe.config.decode_position_offset == (1 - len(pipe.config.image_start_ids) if path == "qwen" else 0)
+    if path != "qwen":
+        assert pipe.config.decode_position_offset == 0
+        return
+    assert pipe.config.decode_position_offset == -2  # 3 `<img>` slots
+    ref = load_file(fixture(path, "reference_generate.safetensors"))
+    pipe.config.decode_position_offset = 0  # training positions: no longer what their loop computes
+    try:
+        assert max_error(generate_as_reference(pipe, path), ref["latents"]) > 1e-2
+    finally:
+        pipe.config.decode_position_offset = -2
 
 
 # ---- rules and report -----------------------------------------------------------------------------------------
