@@ -103,9 +103,9 @@ class VGTForGeneration(nn.Module):
     @torch.no_grad()
     def reset_image_start(self) -> None:
         """Start from the VLM's own image-start token embedding when it has one (InternVL's `<img>`)."""
-        token_id = getattr(self.backbone, "image_start_token_id", None)
         if self.image_start is None:
             return
+        token_id = getattr(self.backbone, "image_start_token_id", None)
         if token_id is None:
             nn.init.normal_(self.image_start, std=0.02)
         else:
