@@ -13,9 +13,10 @@ LATENT_NORM_EPS = 1e-6
 class ResidualMLPBlock(nn.Module):
     """x + Linear(GELU(Linear(LN(x)))) at constant width: refines the visual tokens before the channel squeeze."""
 
-    def __init__(self, width: int):
+    def __init__(self, width: int, eps: float = 1e-5):
         super().__init__()
-        self.mlp = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, width), nn.GELU(), nn.Linear(width, width))
+        self.mlp = nn.Sequential(nn.LayerNorm(width, eps=eps), nn.Linear(width, width), nn.GELU(),
+                                 nn.Linear(width, width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mlp(x)
@@ -25,9 +26,9 @@ class Bottleneck(nn.Module):
     """Visual tokens [B, h*w, D] -> latents [B, C, h, w]. Deterministic (no KL term): the compactness comes from C
     and the stage-2 regularisers, not from sampling."""
 
-    def __init__(self, width: int, latent_channels: int = 32, num_blocks: int = 3):
+    def __init__(self, width: int, latent_channels: int = 32, num_blocks: int = 3, block_eps: float = 1e-5):
         super().__init__()
-        self.blocks = nn.Sequential(*(ResidualMLPBlock(width) for _ in range(num_blocks)))
+        self.blocks = nn.Sequential(*(ResidualMLPBlock(width, block_eps) for _ in range(num_blocks)))
         self.to_latent = nn.Sequential(
             nn.LayerNorm(width),
             nn.Linear(width, latent_channels),

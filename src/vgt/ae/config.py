@@ -26,6 +26,11 @@ class AEConfig:
     stride: int | None = None
     latent_channels: int = 32
     bottleneck_blocks: int = 3
+    #: LayerNorm eps of the bottleneck's residual blocks (the authors' released AEs use 1e-6)
+    bottleneck_norm_eps: float = 1e-5
+    #: width of the AE's own copy of the VLM projector, when it differs from the backbone's (the released
+    #: InternVL3-1.6B generator pairs InternVL3-2B's language model with an AE built on InternVL3-1B: 896 wide)
+    projector_width: int | None = None
     #: per-token channel LayerNorm on the latents (stage 2 and later)
     channel_norm: bool = False
     #: training-only latent noise z + a * eps, a ~ U[0, noise_gamma] per sample

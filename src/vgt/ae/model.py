@@ -74,7 +74,10 @@ class VGTAutoencoder(nn.Module):
             if vision is None:
                 raise ValueError("a VLM-encoder VGT-AE needs the VLM's vision path: use VGTAutoencoder.from_backbone")
             self.vision = copy.deepcopy(vision).requires_grad_(True)
-            self.bottleneck = Bottleneck(vision.out_dim, config.latent_channels, config.bottleneck_blocks)
+            if config.projector_width not in (None, self.vision.out_dim):
+                self.vision.resize_projector(config.projector_width)
+            self.bottleneck = Bottleneck(self.vision.out_dim, config.latent_channels, config.bottleneck_blocks,
+                                         config.bottleneck_norm_eps)
             self.stride: int = vision.stride
         else:
             self.pixel_encoder = PixelEncoder(config.dcae, config.stride)

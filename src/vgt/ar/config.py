@@ -28,6 +28,8 @@ class FlowHeadConfig:
     width: int = 1536
     depth: int = 12
     time_embed_dim: int = 256  # size of the sinusoidal timestep features
+    #: t in [0, 1] is multiplied by this before its sinusoidal features (the authors' released heads use 1)
+    timestep_scale: float = 1000.0
 
 
 @dataclass
@@ -81,6 +83,17 @@ class ARConfig:
     timestep_shift: float = 1.4  # t = 1 - s*tau / (1 + (s-1)*tau), tau ~ sigmoid(N(0, 1)); data sits at t = 1
     uncond_prob: float = 0.1  # probability that a training caption is replaced by the unconditional prompt
     normalize_sampled_latents: bool = True  # per-token channel LayerNorm on every sampled latent (stage-2 AE)
+    #: the image-start prefix: None = one learned vector (`image_start`, started from the VLM's own image-start
+    #: token); a list = the language model's embeddings of these token ids, in order (the authors' `<img>`,
+    #: tokenized: one id for InternVL3, several BPE pieces for Qwen2.5-VL)
+    image_start_ids: list[int] | None = None
+    #: the prompt text around the instruction ("Generate an image: {caption}"), with an `{instruction}` field;
+    #: None = the tokenizer's chat template (which may add a system turn; the authors' models use none)
+    prompt_template: str | None = None
+    #: added to the rotary position of every token fed after the first decoding step. 0 = training positions; the
+    #: authors' Qwen2.5-VL loop counts from the text length without its 3-slot `<img>` (-2 at k = 1), a
+    #: train/inference mismatch that converted Qwen models keep so that they compute what the authors' code does
+    decode_position_offset: int = 0
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
 
     def __post_init__(self) -> None:
@@ -96,6 +109,10 @@ class ARConfig:
             raise ValueError(f"uncond_prob must lie in [0, 1), got {self.uncond_prob}")
         if self.timestep_shift <= 0:
             raise ValueError(f"timestep_shift must be positive, got {self.timestep_shift}")
+        if self.image_start_ids is not None and not self.image_start_ids:
+            raise ValueError("image_start_ids must hold at least one token id (or be None for a learned vector)")
+        if self.prompt_template is not None and "{instruction}" not in self.prompt_template:
+            raise ValueError(f"prompt_template must contain an {{instruction}} field, got {self.prompt_template!r}")
         if self.position_init not in POSITION_INITS:
             raise ValueError(f"position_init {self.position_init!r} is unknown; choose one of {POSITION_INITS}")
 

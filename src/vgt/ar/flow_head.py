@@ -20,11 +20,12 @@ from torch import nn
 from vgt.ar.config import FlowHeadConfig
 
 
-def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal features of t in [0, 1] (scaled by 1000 so that neighbouring steps stay distinguishable)."""
+def timestep_features(t: torch.Tensor, dim: int, max_period: float = 10000.0, scale: float = 1000.0) -> torch.Tensor:
+    """Sinusoidal features of t in [0, 1], scaled by `scale` first (1000 keeps neighbouring steps distinguishable;
+    the authors' heads use 1)."""
     half = dim // 2
     freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
-    args = (t.float() * 1000.0)[..., None] * freqs
+    args = (t.float() * scale)[..., None] * freqs
     features = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
     if dim % 2:
         features = torch.cat([features, torch.zeros_like(features[..., :1])], dim=-1)
@@ -41,13 +42,14 @@ class Modulation(NamedTuple):
 
 
 class TimestepEmbedder(nn.Module):
-    def __init__(self, width: int, feature_dim: int):
+    def __init__(self, width: int, feature_dim: int, scale: float = 1000.0):
         super().__init__()
         self.feature_dim = feature_dim
+        self.scale = scale
         self.mlp = nn.Sequential(nn.Linear(feature_dim, width), nn.SiLU(), nn.Linear(width, width))
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
-        features = timestep_features(t, self.feature_dim).to(self.mlp[0].weight.dtype)
+        features = timestep_features(t, self.feature_dim, scale=self.scale).to(self.mlp[0].weight.dtype)
         return self.mlp(features)
 
 
@@ -98,7 +100,7 @@ class FlowHead(nn.Module):
         super().__init__()
         self.config = config
         self.input_proj = nn.Linear(config.latent_channels, config.width)
-        self.time_embed = TimestepEmbedder(config.width, config.time_embed_dim)
+        self.time_embed = TimestepEmbedder(config.width, config.time_embed_dim, config.timestep_scale)
         self.cond_embed = nn.Linear(config.cond_dim, config.width)
         self.res_blocks = nn.ModuleList(ResBlock(config.width) for _ in range(config.depth))
         self.final_layer = FinalLayer(config.width, config.latent_channels)

@@ -23,7 +23,7 @@ from vgt.ar.config import ORDERS, ARConfig
 from vgt.ar.flow_head import FlowHead
 from vgt.ar.position_queries import PositionQueries
 from vgt.ar.sequence import SlotLayout, left_align_padding, training_layout
-from vgt.backbones.base import Backbone
+from vgt.backbones.base import GENERATION_INSTRUCTION, UNCONDITIONAL_INSTRUCTION, Backbone
 
 
 def draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, kind: str = "randn"):
@@ -93,7 +93,10 @@ class VGTForGeneration(nn.Module):
         object.__setattr__(self, "backbone", backbone)
         object.__setattr__(self, "ae", ae)
         self.queries = PositionQueries(hidden, config.max_grid, config.position_init)
-        self.image_start = nn.Parameter(torch.empty(hidden))
+        if config.image_start_ids is None:
+            self.image_start = nn.Parameter(torch.empty(hidden))
+        else:  # the language model's own token embeddings (part of `llm`)
+            self.register_parameter("image_start", None)
         self.image_in_projector = nn.Linear(config.latent_channels, hidden)  # W_in
         self.image_out_projector = nn.Linear(hidden, hidden)  # W_out
         self.head = FlowHead(config.head)
@@ -102,6 +105,8 @@ class VGTForGeneration(nn.Module):
     @torch.no_grad()
     def reset_image_start(self) -> None:
         """Start from the VLM's own image-start token embedding when it has one (InternVL's `<img>`)."""
+        if self.image_start is None:
+            return
         token_id = getattr(self.backbone, "image_start_token_id", None)
         if token_id is None:
             nn.init.normal_(self.image_start, std=0.02)
@@ -113,17 +118,38 @@ class VGTForGeneration(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.image_start.device
+        return self.image_in_projector.weight.device
+
+    @property
+    def prefix_length(self) -> int:
+        """Slots of the image-start prefix (`<img>`)."""
+        return len(self.config.image_start_ids or [None])
+
+    def prompts(self, captions: list[str | None]) -> dict[str, torch.Tensor]:
+        """Right-padded `input_ids` / `attention_mask` of the generation prompts (None: unconditional)."""
+        template = self.config.prompt_template
+        if template is None:
+            return self.backbone.generation_prompts(captions)
+        from vgt.backbones.hf import right_padded
+
+        texts = [template.format(instruction=UNCONDITIONAL_INSTRUCTION if c is None
+                                 else GENERATION_INSTRUCTION.format(caption=c.strip())) for c in captions]
+        return right_padded(self.backbone.tokenizer, texts)
 
     def prompt_embeddings(self, captions: list[str | None]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings of the left-aligned prompts followed by `<img>` ([B, T + 1, D]) and the prompt mask [B, T]."""
+        """Embeddings of the left-aligned prompts followed by `<img>` ([B, T + prefix_length, D]) and the prompt
+        mask [B, T]."""
         if not captions:
             raise ValueError("got an empty list of captions/prompts")
-        prompts = self.backbone.generation_prompts(list(captions))
+        prompts = self.prompts(list(captions))
         input_ids, mask = left_align_padding(prompts["input_ids"].to(self.device),
                                              prompts["attention_mask"].to(self.device))
         text = self.llm.embed_tokens(input_ids)
-        start = self.image_start.to(text.dtype).expand(text.shape[0], 1, -1)
+        if self.image_start is None:
+            ids = torch.tensor([self.config.image_start_ids], device=self.device)
+            start = self.llm.embed_tokens(ids).to(text.dtype).expand(text.shape[0], -1, -1)
+        else:
+            start = self.image_start.to(text.dtype).expand(text.shape[0], 1, -1)
         return torch.cat([text, start], dim=1), mask
 
     def query_tokens(self, height: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -158,13 +184,15 @@ class VGTForGeneration(nn.Module):
         return implementation
 
     def run_llm(self, embeds: torch.Tensor, layout: SlotLayout, start: int, end: int, cache=None,
-                use_cache: bool = False):
-        """Language model over slots start..end-1 of `layout` (slots before `start` come from `cache`)."""
+                use_cache: bool = False, position_ids: torch.Tensor | None = None):
+        """Language model over slots start..end-1 of `layout` (slots before `start` come from `cache`);
+        `position_ids` replaces the layout's rotary positions (not its attention rule)."""
         if self.attention_implementation == "eager":
             mask = layout.attention_bias(start, end, dtype=embeds.dtype)
         else:  # sdpa / flex take boolean masks (True = attend), as transformers itself builds them
             mask = layout.allowed(start, end)
-        return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=layout.position[:, start:end],
+        positions = layout.position[:, start:end] if position_ids is None else position_ids
+        return self.llm(inputs_embeds=embeds, attention_mask=mask, position_ids=positions,
                         past_key_values=cache, use_cache=use_cache)
 
     # ---- training ----------------------------------------------------------------------------------------------
@@ -186,7 +214,7 @@ class VGTForGeneration(nn.Module):
         e = self.latent_tokens(z, positions[orders])
         image = torch.stack([q.to(prefix.dtype), e.to(prefix.dtype)], dim=2).flatten(1, 2)  # q0, e0, q1, e1, ...
         embeds = torch.cat([prefix, image], dim=1)
-        layout = training_layout(mask, n)
+        layout = training_layout(mask, n, self.prefix_length)
         hidden = self.run_llm(embeds, layout, 0, embeds.shape[1]).last_hidden_state
         return hidden[:, prefix.shape[1] :: 2]
 

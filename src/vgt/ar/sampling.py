@@ -39,16 +39,20 @@ def head_times(sampler: str, steps: int, t_end: float) -> list[float]:
 
 
 def sample_sde(velocity: Velocity, noise: torch.Tensor, steps: int, generator: Generators,
-               t_end: float = 0.96, temperature: float = 1.0) -> torch.Tensor:
+               t_end: float = 0.96, temperature: float = 1.0, step_noise: torch.Tensor | None = None) -> torch.Tensor:
     """Euler-Maruyama on t = linspace(0, t_end, steps) with the score implied by the velocity, then one deterministic
-    Euler step to t = 1 (the authors' sampler; `steps` head evaluations). `temperature` scales the injected noise."""
+    Euler step to t = 1 (the authors' sampler; `steps` head evaluations). `temperature` scales the injected noise;
+    `step_noise` [B, k, steps - 1, C] replaces its draws from `generator`."""
     x = noise
     ts = sde_times(steps, t_end)
-    for t, t_next in zip(ts[:-1], ts[1:], strict=True):
+    for i, (t, t_next) in enumerate(zip(ts[:-1], ts[1:], strict=True)):
         dt = t_next - t
         v = velocity(x, t)
         # drift = v + (1 - t) * score with score = (t v - x) / (1 - t), i.e. (1 + t) v - x
-        noise = draw_rows(tuple(x.shape[1:]), generator, len(x), x.device)
+        if step_noise is None:
+            noise = draw_rows(tuple(x.shape[1:]), generator, len(x), x.device)
+        else:
+            noise = step_noise[:, :, i]
         x = torch.add(x * (1 - dt), v, alpha=(1 + t) * dt).add_(noise, alpha=temperature * (2 * (1 - t) * dt) ** 0.5)
     t = ts[-1]
     return x + velocity(x, t) * (1 - t)
@@ -124,11 +128,17 @@ def generate_latents(
     use_cache: bool = True,
     return_query_states: bool = False,
     progress: bool = False,
+    orders: torch.Tensor | None = None,
+    noise: torch.Tensor | None = None,
 ) -> DecodeOutput:
     """Decode one latent grid per prompt. `generator`: one for the whole batch, or one per prompt (each row's
     randomness then does not depend on the other rows). `temperature` scales the head sampler's Gaussian noise (its
     start and the SDE's injected noise): below 1 each token keeps nearer its most likely values. `use_cache=False`
-    recomputes the whole sequence at every step (the reference the KV cache is tested and benchmarked against)."""
+    recomputes the whole sequence at every step (the reference the KV cache is tested and benchmarked against).
+
+    `orders` [B, N] (raster indices) and `noise` [B, N, num_inference_steps, C] (standard Gaussian, in generation
+    order: [:, j, 0] starts token j's head sampler, [:, j, s] is the SDE's noise at its step s) replace the draws
+    from `generator`, so that a whole generation can be compared with another implementation fed the same numbers."""
     if not prompts:
         raise ValueError("got an empty prompt list")
     if sampler not in SAMPLERS:
@@ -149,11 +159,19 @@ def generate_latents(
     device = model.device
     channels = model.config.latent_channels
 
-    orders = generation_orders(batch, num_tokens, order, generator, device)
+    if orders is None:
+        orders = generation_orders(batch, num_tokens, order, generator, device)
+    elif tuple(orders.shape) != (batch, num_tokens):
+        raise ValueError(f"orders must have shape {(batch, num_tokens)}, got {tuple(orders.shape)}")
+    if noise is not None and tuple(noise.shape) != (batch, num_tokens, num_inference_steps, channels):
+        raise ValueError(f"noise must have shape {(batch, num_tokens, num_inference_steps, channels)}, "
+                         f"got {tuple(noise.shape)}")
     row_orders = orders.repeat(2, 1) if use_cfg else orders
     prefix, mask = model.prompt_embeddings(rows)
     queries, positions = model.query_tokens(height, width)
-    layout, step_ends = decoding_layout(mask, sizes)
+    layout, step_ends = decoding_layout(mask, sizes, model.prefix_length)
+    rope = layout.position.clone()
+    rope[:, step_ends[0] :] += model.config.decode_position_offset
     bounds = [0]
     for size in sizes:
         bounds.append(bounds[-1] + size)
@@ -177,23 +195,26 @@ def generate_latents(
         embeds = torch.cat(new, dim=1)
         end = step_ends[step]
         if use_cache:
-            out = model.run_llm(embeds, layout, start, end, cache=cache, use_cache=True)
+            out = model.run_llm(embeds, layout, start, end, cache=cache, use_cache=True,
+                                position_ids=rope[:, start:end])
             cache = out.past_key_values
         else:
             fed.append(embeds)
-            out = model.run_llm(torch.cat(fed, dim=1), layout, 0, end)
+            out = model.run_llm(torch.cat(fed, dim=1), layout, 0, end, position_ids=rope[:, :end])
         start = end
         k = sizes[step]
         states = out.last_hidden_state[:, -k:]
         scale = guidance_at(guidance_scale, cfg_schedule, bounds[step], num_tokens) if use_cfg else 1.0
         velocity = GuidedVelocity(model, states, times, batch, scale if use_cfg else None)
-        noise = temperature * draw_rows((k, channels), generator, batch, device)
+        given = None if noise is None else noise[:, bounds[step] : bounds[step + 1]].to(device)
+        start_noise = draw_rows((k, channels), generator, batch, device) if given is None else given[:, :, 0]
         if sampler == "sde":
-            z = sample_sde(velocity, noise, num_inference_steps, generator, sde_t_end, temperature)
+            z = sample_sde(velocity, temperature * start_noise, num_inference_steps, generator, sde_t_end, temperature,
+                           step_noise=None if given is None else given[:, :, 1:])
         elif sampler == "euler":
-            z = sample_euler(velocity, noise, num_inference_steps)
+            z = sample_euler(velocity, temperature * start_noise, num_inference_steps)
         else:
-            z = sample_heun(velocity, noise, num_inference_steps)
+            z = sample_heun(velocity, temperature * start_noise, num_inference_steps)
         z = model.normalize_tokens(z)
         tokens.scatter_(1, orders[:, bounds[step] : bounds[step + 1], None].expand(-1, -1, channels), z)
         previous_z = z.repeat(2, 1, 1) if use_cfg else z

@@ -4,6 +4,8 @@ Layout of one row (slots, left to right):
 
     [pads][prompt tokens][<img>][image tokens ...]
 
+(`<img>` is one learned vector, or the embeddings of the authors' tokenized `<img>`: `prefix` slots in all.)
+
 The backbone returns right-padded prompts; we move the pads to the left of each row so that every row's image
 part starts at the same slot. Pads are masked out as keys and take no position: position ids are
 cumsum(mask) - 1 over the prompt, so a row with n real prompt tokens has its prompt at 0..n-1, `<img>` at n,
@@ -70,27 +72,29 @@ class SlotLayout:
         return bias.masked_fill_(~allowed, torch.finfo(dtype).min)
 
 
-def prompt_slots(attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positions and validity of a left-aligned prompt followed by `<img>`: ([B, T + 1], [B, T + 1])."""
-    valid = torch.cat([attention_mask.bool(), attention_mask.new_ones(attention_mask.shape[0], 1).bool()], dim=1)
+def prompt_slots(attention_mask: torch.Tensor, prefix: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positions and validity of a left-aligned prompt followed by the `prefix` slots of `<img>`:
+    ([B, T + prefix], [B, T + prefix])."""
+    valid = torch.cat([attention_mask.bool(), attention_mask.new_ones(attention_mask.shape[0], prefix).bool()], dim=1)
     position = (valid.long().cumsum(1) - 1).clamp(min=0)
     return position, valid
 
 
 def image_positions(text_lengths: torch.Tensor, order_index: torch.Tensor, is_latent: bool) -> torch.Tensor:
-    """Training positions [B, k] of the queries (or latent tokens) of order indices `order_index` [k]."""
-    return text_lengths[:, None] + 1 + 2 * order_index[None, :] + int(is_latent)
+    """Training positions [B, k] of the queries (or latent tokens) of order indices `order_index` [k];
+    `text_lengths` counts the prompt and the `<img>` slots."""
+    return text_lengths[:, None] + 2 * order_index[None, :] + int(is_latent)
 
 
 def build_layout(
-    attention_mask: torch.Tensor, image_slots: list[tuple[torch.Tensor, bool, torch.Tensor]]
+    attention_mask: torch.Tensor, image_slots: list[tuple[torch.Tensor, bool, torch.Tensor]], prefix: int = 1
 ) -> SlotLayout:
     """Layout for a prompt followed by image slot blocks.
 
     `image_slots`: blocks of (order indices [k], is_latent, group ids [k]) in the order they enter the model.
     """
-    position, valid = prompt_slots(attention_mask)
-    text_lengths = attention_mask.long().sum(1)
+    position, valid = prompt_slots(attention_mask, prefix)
+    text_lengths = attention_mask.long().sum(1) + prefix
     groups = [torch.full((position.shape[1],), NO_GROUP, dtype=torch.long, device=position.device)]
     positions, valids = [position], [valid]
     for order_index, is_latent, group in image_slots:
@@ -100,11 +104,11 @@ def build_layout(
     return SlotLayout(torch.cat(positions, 1), torch.cat(valids, 1), torch.cat(groups))
 
 
-def training_layout(attention_mask: torch.Tensor, num_tokens: int) -> SlotLayout:
+def training_layout(attention_mask: torch.Tensor, num_tokens: int, prefix: int = 1) -> SlotLayout:
     """q_0, e_0, q_1, e_1, ...: each query its own group, i.e. causal attention."""
     index = torch.arange(num_tokens, device=attention_mask.device)
-    position, valid = prompt_slots(attention_mask)
-    text_lengths = attention_mask.long().sum(1)
+    position, valid = prompt_slots(attention_mask, prefix)
+    text_lengths = attention_mask.long().sum(1) + prefix
     image = torch.stack(
         [image_positions(text_lengths, index, False), image_positions(text_lengths, index, True)], dim=2
     ).flatten(1)
@@ -117,13 +121,14 @@ def training_layout(attention_mask: torch.Tensor, num_tokens: int) -> SlotLayout
     )
 
 
-def decoding_layout(attention_mask: torch.Tensor, group_sizes: list[int]) -> tuple[SlotLayout, list[int]]:
+def decoding_layout(attention_mask: torch.Tensor, group_sizes: list[int],
+                    prefix: int = 1) -> tuple[SlotLayout, list[int]]:
     """Slots of a KV-cached decode: step 0 = prompt + `<img>` + queries of group 0; step s = latents of group s-1 +
     queries of group s. Returns the layout and the slot index where each step ends."""
     device = attention_mask.device
     bounds = torch.tensor([0, *group_sizes], device=device).cumsum(0).tolist()
     blocks, step_ends = [], []
-    end = attention_mask.shape[1] + 1
+    end = attention_mask.shape[1] + prefix
     for step, size in enumerate(group_sizes):
         if step > 0:
             previous = torch.arange(bounds[step - 1], bounds[step], device=device)
@@ -133,4 +138,4 @@ def decoding_layout(attention_mask: torch.Tensor, group_sizes: list[int]) -> tup
         blocks.append((current, False, torch.full_like(current, step)))
         end += size
         step_ends.append(end)
-    return build_layout(attention_mask, blocks), step_ends
+    return build_layout(attention_mask, blocks, prefix), step_ends

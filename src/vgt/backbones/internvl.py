@@ -48,6 +48,13 @@ class InternVLVisionEncoder(NormalizingVisionEncoder):
         self.vision_tower: nn.Module = model.model.vision_tower
         self.projector: nn.Module = model.model.multi_modal_projector
 
+    def resize_projector(self, width: int) -> None:
+        """New `linear_1` / `linear_2` (LayerNorm -> Linear(4C -> width) -> GELU -> Linear(width -> width))."""
+        old = self.projector.linear_1
+        self.projector.linear_1 = nn.Linear(old.in_features, width, device=old.weight.device, dtype=old.weight.dtype)
+        self.projector.linear_2 = nn.Linear(width, width, device=old.weight.device, dtype=old.weight.dtype)
+        self.out_dim = width
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = self.normalize(images)
         b, _, height, width = pixels.shape
