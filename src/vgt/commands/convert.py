@@ -38,5 +38,5 @@ def convert_official(args: argparse.Namespace) -> int:
     what = "pipeline" if args.ar else "VGT-AE"
     print(f"wrote the {result.kind} {what} to {result.out}")
     if args.ar:
-        print(f'generate with: vgt generate "a prompt" --model {result.out} --size 448')
+        print(f'generate with: vgt generate "a prompt" --model {result.out}')
     return 0

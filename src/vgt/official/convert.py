@@ -35,7 +35,8 @@ KINDS = {
                      ar_marker="lmm.language_model.model."),
     "qwen2_5_vl": dict(ae_rules=QWEN_AE_RULES, ar_rules=QWEN_AR_RULES, timestep_shift=1.0, ar_marker="lmm.model."),
 }
-#: released sampling defaults (GenEval setting of their scripts: 448 px, guidance 4.5 linear, 30 head steps)
+#: released sampling defaults (GenEval setting of their scripts: 448 px, guidance 4.5 linear, 30 head steps); a
+#: query grid smaller than 16 (a test-size model) defaults to its largest grid
 OFFICIAL_SAMPLING = dict(guidance_scale=4.5, cfg_schedule="linear", num_inference_steps=30, sampler="sde",
                          sde_t_end=0.96, order="random", tokens_per_step=1, grid_size=16)
 AE_NORM_EPS = 1e-6  # LayerNorm eps of the released bottleneck blocks
@@ -232,7 +233,9 @@ def build_generator(backbone, ae, llm: dict[str, torch.Tensor], generator: dict[
     config = ARConfig(hidden_size=backbone.text.hidden_size, latent_channels=latent_channels,
                       max_grid=grid.shape[-1], position_init="normal", head=head,
                       timestep_shift=KINDS[kind]["timestep_shift"], image_start_ids=list(ids),
-                      prompt_template=OFFICIAL_PROMPT_TEMPLATE, sampling=SamplingConfig(**OFFICIAL_SAMPLING),
+                      prompt_template=OFFICIAL_PROMPT_TEMPLATE,
+                      sampling=SamplingConfig(**{**OFFICIAL_SAMPLING,
+                                                 "grid_size": min(OFFICIAL_SAMPLING["grid_size"], grid.shape[-1])}),
                       decode_position_offset=1 - len(ids) if kind == "qwen2_5_vl" else 0)
     model = VGTForGeneration(config, backbone, ae=ae)
     expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("llm.")}
