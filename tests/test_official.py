@@ -107,6 +107,11 @@ def test_converted_pipeline_generates_reproducibly(converted):
                        generator=torch.Generator().manual_seed(0)).images
     first = run()
     assert first.shape == (1, 3, 56, 56) and torch.equal(first, run())
+    # with no size given, a model whose query grid is smaller than the released 16x16 uses its largest grid
+    grid = pipe.config.max_grid
+    assert pipe.config.sampling.grid_size == min(16, grid)
+    default = pipe("a red cube", num_inference_steps=2, output_type="pt").images
+    assert default.shape[-1] == min(16, grid) * pipe.ae.stride
 
 
 def test_qwen_positions_after_the_first_step_follow_the_authors_loop(converted):
