@@ -5,6 +5,7 @@ of the authors' own code on those checkpoints (fp32; tolerances from each fixtur
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -260,3 +261,13 @@ def test_other_mistakes_are_refused_with_the_fix(tmp_path):
     (tmp_path / "out" / "x").write_text("")
     with pytest.raises(FileExistsError, match="--overwrite"):
         convert(tmp_path, "qwen", ae=fixture("qwen", AE_FILES["qwen"]))
+    assert (tmp_path / "out" / "x").exists()
+    # --overwrite replaces a folder vgt did not write (checked before the work, honoured by the save)
+    convert(tmp_path, "qwen", ae=fixture("qwen", AE_FILES["qwen"]), overwrite=True)
+    assert not (tmp_path / "out" / "x").exists() and (tmp_path / "out" / "config.json").exists()
+    # a target that holds a source is refused even with --overwrite
+    vlm = tmp_path / "models" / "base_vlm"
+    shutil.copytree(fixture("qwen", "base_vlm"), vlm)
+    with pytest.raises(ValueError, match="overlaps"):
+        convert_official(vlm.parent, vlm, ae=fixture("qwen", AE_FILES["qwen"]), overwrite=True)
+    assert (vlm / "config.json").exists()

@@ -51,13 +51,13 @@ class SamplingConfig:
             if not isinstance(getattr(self, name), (int, float)) or not math.isfinite(getattr(self, name)):
                 raise ValueError(f"sampling {name} must be a finite number, got {getattr(self, name)!r}")
         for name in ("num_inference_steps", "tokens_per_step", "grid_size"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise ValueError(f"sampling {name} must be a whole number, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool):
+                raise ValueError(f"sampling {name} must be a whole number, got {value!r}")
+            if value < 1:
+                raise ValueError(f"{name} must be >= 1, got {value}")
         if self.guidance_scale < 0:
             raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {self.guidance_scale}")
-        for name in ("num_inference_steps", "tokens_per_step", "grid_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r} is unknown; choose one of {SAMPLERS}")
         if self.order not in ORDERS:

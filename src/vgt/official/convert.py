@@ -8,13 +8,13 @@ did that silently: their issue #11).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from vgt.io import read_json
 from vgt.official.checkpoint import DEFAULT_WEIGHTS, read_pth, select_weights
 from vgt.official.keymaps import (
     AE_PREFIX,
@@ -90,7 +90,7 @@ def resolve_dcae_config(value: str | Path | None) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"DC-AE config {str(value)!r} is neither a preset ({', '.join(DCAE_PRESETS)}) nor a "
                                 "config.json (or a folder holding one, e.g. dc-ae-f32c32-sana-1.1-diffusers)")
-    return {k: v for k, v in json.loads(path.read_text()).items() if not k.startswith("_")}
+    return {k: v for k, v in read_json(path).items() if not k.startswith("_")}
 
 
 def _split_ae(state: dict[str, torch.Tensor]) -> tuple[dict, dict]:
@@ -255,9 +255,11 @@ def convert_official(out: str | Path, vlm: str | Path, ar: str | Path | None = N
 
     if ar is None and ae is None:
         raise ConversionError("nothing to convert: pass an AR checkpoint (iter_*.pth) and/or a VGT-AE .pth")
+    from vgt.io import check_replaceable
+
     out = Path(out)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise FileExistsError(f"{str(out)!r} already exists and is not empty; choose another --out or --overwrite")
+    sources = [p for p in (vlm, ar, ae, dcae_config) if p is not None and Path(p).exists()]
+    check_replaceable(out, overwrite, protect=sources)  # before the work, not after it
     report = ConversionReport()
     dcae = resolve_dcae_config(dcae_config)
     backbone = load_base_vlm(vlm, report)
@@ -286,11 +288,11 @@ def convert_official(out: str | Path, vlm: str | Path, ar: str | Path | None = N
     if model_state is None:
         autoencoder = build_ae(backbone, ae_state, dcae, report, kind)
         if any(Path(vlm).glob("*.safetensors")):  # the AE rebuilds its vision path from the VLM folder
-            autoencoder.save_pretrained(out, backbone_path=str(Path(vlm).resolve()))
+            autoencoder.save_pretrained(out, backbone_path=str(Path(vlm).resolve()), overwrite=overwrite)
         else:  # a weightless VLM folder cannot be loaded strictly: keep the built one beside the AE
             from vgt.io import atomic_directory
 
-            with atomic_directory(out) as staging:
+            with atomic_directory(out, overwrite) as staging:
                 autoencoder.save_pretrained(staging, backbone_path="backbone")
                 backbone.save_pretrained(staging / "backbone")
         return ConvertedModel(report, out, kind)
@@ -302,5 +304,5 @@ def convert_official(out: str | Path, vlm: str | Path, ar: str | Path | None = N
     prune_language_model(backbone, count)
     autoencoder = build_ae(backbone, ae_state, dcae, report, kind)
     model = build_generator(backbone, autoencoder, llm, generator, kind)
-    VGTPipeline(model, autoencoder).save_pretrained(out)
+    VGTPipeline(model, autoencoder).save_pretrained(out, overwrite=overwrite)
     return ConvertedModel(report, out, kind)
