@@ -194,7 +194,7 @@ def test_sixteen_bit_and_float_grayscale_images_keep_their_brightness(tmp_path):
     import numpy as np
     from PIL import Image
 
-    from vgt.data.transforms import to_tensor
+    from vgt.images import to_tensor
 
     gray = np.full((8, 8), 32768, dtype=np.uint16)  # mid-gray in 16 bits
     Image.fromarray(gray).save(tmp_path / "g16.png")

@@ -31,7 +31,7 @@ from vgt.backbones.understanding import (
 )
 from vgt.cli import main
 from vgt.data.shapes import ShapesWorld, vocabulary_words
-from vgt.data.transforms import to_tensor
+from vgt.images import to_tensor
 from vgt.train import preset
 
 

@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from vgt.ar.config import CFG_SCHEDULES, ORDERS, SAMPLERS, ARConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.ar.sampling import generate_latents
-from vgt.data.transforms import to_pil as image_to_pil
+from vgt.images import to_pil as image_to_pil
 from vgt.io import read_json
 from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir  # noqa: F401  (re-exported; the model used by default)
 from vgt.text import check_prompt

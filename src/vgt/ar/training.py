@@ -53,17 +53,14 @@ class SampleImages:
         self.pipeline_kwargs = pipeline_kwargs
 
     def __call__(self, ctx) -> dict:
-        from vgt.ar.pipeline import VGTPipeline, image_grid
+        from vgt.ar.pipeline import VGTPipeline
+        from vgt.images import image_grid, save_png
 
         with ctx.eval_model() as model:
             pipe = VGTPipeline(model, self.ae)
             generator = torch.Generator().manual_seed(self.seed)
             images = pipe(self.prompts, generator=generator, **self.pipeline_kwargs).images
-        out = Path(ctx.run_dir) / "samples" / f"step_{ctx.step:08d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        image_grid(images).save(tmp, format="PNG")
-        tmp.replace(out)
+        save_png(image_grid(images), Path(ctx.run_dir) / "samples" / f"step_{ctx.step:08d}.png")
         return {}
 
 

@@ -173,7 +173,7 @@ def evaluate_understanding(backbone: InternVLBackbone, num_images: int = 200, ba
     `exact` and per attribute as `compare_scene_caption` defines them, and `exact_tol` (see
     `scene_matches_within_tolerance`) — the number of images and a few examples."""
     from vgt.data.shapes import ShapesWorld, compare_scene_caption
-    from vgt.data.transforms import to_tensor
+    from vgt.images import to_tensor
 
     _require_internvl(backbone)
     if num_images < 1 or batch_size < 1:

@@ -52,22 +52,6 @@ def _load_ae(args: argparse.Namespace):
     return ae, backbone
 
 
-def _save_image(image, path: Path) -> None:
-    """Atomic PNG write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
-
-
-def side_by_side(originals, reconstructions, pairs_per_row: int = 4):
-    """A grid of (original | reconstruction) pairs from [B, 3, H, W] tensors in [-1, 1]."""
-    from vgt.ar.pipeline import image_grid, to_pil
-
-    tiles = [t for pair in zip(to_pil(originals), to_pil(reconstructions), strict=True) for t in pair]
-    return image_grid(tiles, columns=2 * min(pairs_per_row, len(originals)))
-
-
 def _heldout_images(spec: list[str] | None, resolution: int, num: int, seed: int):
     """`num` images: held-out ShapesWorld scenes for the default `shapes` data, else the start of the source."""
     import torch
@@ -102,11 +86,12 @@ class ReconstructionHook:
         import torch
 
         from vgt.ae.metrics import psnr_per_image, ssim_per_image
+        from vgt.images import save_png, side_by_side
 
         with ctx.eval_model() as module, torch.no_grad():
             images = self.images.to(ctx.accelerator.device)
             recon = torch.cat([module.ae(images[i : i + 16]).sample.float() for i in range(0, len(images), 16)])
-        _save_image(side_by_side(images[:8], recon[:8]), ctx.run_dir / "samples" / f"step_{ctx.step:08d}.png")
+        save_png(side_by_side(images[:8], recon[:8]), ctx.run_dir / "samples" / f"step_{ctx.step:08d}.png")
         return {"psnr": psnr_per_image(recon, images).mean().item(),
                 "ssim": ssim_per_image(recon, images).mean().item()}
 
@@ -206,7 +191,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
     import torch
     from PIL import Image
 
-    from vgt.data.transforms import to_pil, to_rgb, to_tensor
+    from vgt.images import save_png, to_pil, to_rgb, to_tensor
 
     ae, _ = _load_ae(args)
     out_dir = Path(args.out)
@@ -223,7 +208,7 @@ def run_reconstruct(args: argparse.Namespace) -> int:
         with torch.no_grad():
             recon = ae(to_tensor(image)[None]).sample[0]
         target = out_dir / f"{path.stem}_recon.png"
-        _save_image(to_pil(recon), target)
+        save_png(to_pil(recon), target)
         print(f"{path} -> {target} ({size[0]}x{size[1]})")
     return 0
 
@@ -248,6 +233,7 @@ def run_eval_recon(args: argparse.Namespace) -> int:
     from tqdm.auto import tqdm
 
     from vgt.ae.metrics import SSIM_DATA_RANGE, frechet_distance, psnr_per_image, ssim_per_image
+    from vgt.images import save_png, side_by_side
     from vgt.io import write_json
 
     ae, backbone = _load_ae(args)
@@ -284,7 +270,7 @@ def run_eval_recon(args: argparse.Namespace) -> int:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / "recon_metrics.json", result)
-        _save_image(side_by_side(images[: len(recons)], recons), out / "recon_grid.png")
+        save_png(side_by_side(images[: len(recons)], recons), out / "recon_grid.png")
         print(f"wrote {out / 'recon_metrics.json'} and {out / 'recon_grid.png'}")
     return 0
 

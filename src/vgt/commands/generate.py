@@ -36,18 +36,10 @@ def _sampling_kwargs(args: argparse.Namespace) -> dict:
                 height=args.size, width=args.size)
 
 
-def _save_png(image, path: Path) -> None:
-    """Atomic PNG write."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    image.save(tmp, format="PNG")
-    tmp.replace(path)
-
-
 def run_generate(args: argparse.Namespace) -> int:
     import torch
 
-    from vgt.ar.pipeline import image_grid
+    from vgt.images import image_grid, save_png
 
     pipe = _load_pipeline(args, images_per_call=len(args.prompt) * args.num_images)
     generator = torch.Generator().manual_seed(args.seed)
@@ -55,12 +47,12 @@ def run_generate(args: argparse.Namespace) -> int:
                   generator=generator, progress=True, **_sampling_kwargs(args)).images
     out = Path(args.out)
     if args.grid or len(images) == 1:
-        _save_png(image_grid(images, columns=args.num_images if len(args.prompt) > 1 else None), out)
+        save_png(image_grid(images, columns=args.num_images if len(args.prompt) > 1 else None), out)
         written = [out]
     else:
         written = [out.with_name(f"{out.stem}-{i:03d}{out.suffix or '.png'}") for i in range(len(images))]
         for image, path in zip(images, written, strict=True):
-            _save_png(image, path)
+            save_png(image, path)
     print("\n".join(str(p) for p in written))
     return 0
 

@@ -55,7 +55,7 @@ def _load_image(path: str, size: int):
     """A square center crop of the image, resized to the VLM's resolution, as [1, 3, size, size] in [-1, 1]."""
     from PIL import Image
 
-    from vgt.data.transforms import to_rgb, to_tensor
+    from vgt.images import to_rgb, to_tensor
 
     if not Path(path).is_file():
         raise FileNotFoundError(f"image {path!r} does not exist")

@@ -59,17 +59,13 @@ class ReconstructionSamples:
         self.images = images
 
     def __call__(self, ctx) -> dict:
-        from vgt.data.transforms import to_pil
+        from vgt.images import save_png, to_pil
 
         with ctx.eval_model() as model, torch.no_grad():
             images = self.images.to(ctx.accelerator.device)
             recon = model(images).float()
         grid = torch.cat([torch.cat(list(images), dim=2), torch.cat(list(recon), dim=2)], dim=1)
-        out = ctx.run_dir / "samples" / f"step_{ctx.step:08d}.png"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        to_pil(grid).save(tmp, format="PNG")
-        tmp.replace(out)
+        save_png(to_pil(grid), ctx.run_dir / "samples" / f"step_{ctx.step:08d}.png")
         return {"mse": torch.nn.functional.mse_loss(recon, images).item()}
 
 
