@@ -1,6 +1,7 @@
 """What the claims_*.py experiments share: they start from a finished `vgt recipe shapes` run (its small VLM, its
-VGT-AE and its settings), train the variants a claim compares with the project's own commands, and judge them
-with ShapesEval. Every step is skipped when its output exists, so an interrupted experiment resumes.
+VGT-AE and its settings), train the variants a claim compares with the library's stage functions (those behind
+`vgt train ae`, `vgt cache-latents`, `vgt train ar`), and judge them with ShapesEval. Every step is skipped when
+its output exists, so an interrupted experiment resumes.
 
 Work folder layout: WORK/<variant>/{ae1,ae2,cache,ar,eval...}; each result table is also written as
 WORK/results.json.
@@ -13,15 +14,6 @@ import json
 from pathlib import Path
 
 import torch
-
-
-def vgt(*argv: object) -> None:
-    """Run a `vgt` command in this process; an error if it fails."""
-    from vgt.cli import main
-
-    argv = [str(a) for a in argv]
-    if main(argv) != 0:
-        raise RuntimeError(f"`vgt {' '.join(argv)}` failed")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> None:
@@ -72,52 +64,67 @@ class Experiment:
         self.eval_images = args.eval_images
         self.seed = c["seed"]
 
-    def train_ae(self, name: str, stage: int, *flags: object, init: Path | None = None) -> Path:
-        """`vgt train ae` for one variant stage; returns its exported model folder."""
+    def train_ae(self, name: str, stage: int, init: Path | None = None, encoder: str = "vlm",
+                 stride: int | None = None, **stage_changes) -> Path:
+        """One VGT-AE stage of a variant (`stage_changes`: `AEStageConfig` fields, e.g. distill_weight=0); returns
+        its exported model folder. A VLM-encoder AE tunes the recipe's VLM; a pixel one gets no VLM."""
+        from vgt.ae.trainer import AEModelSpec, ae_stage_config, train_autoencoder
+        from vgt.train.config import preset
+
         run = self.work / name
         model = run / "model"
         if not (model / "model.safetensors").is_file():
-            extra = ("--init", init) if init is not None else ()
             steps = self.ae_steps[stage - 1]  # None: the stage's own default, as in the recipe
-            extra += ("--steps", steps) if steps is not None else ()
-            extra += ("--batch-size", self.ae_batch_size) if self.ae_batch_size is not None else ()
-            vgt("train", "ae", "--stage", stage, "--run-dir", run, "--image-size", self.image_size, "--seed",
-                self.seed, *extra, *flags)
+            schedule = {"steps": steps, "batch_size": self.ae_batch_size}
+            train_autoencoder(
+                ae_stage_config(stage, encoder=encoder, image_size=self.image_size, **stage_changes),
+                preset(f"ae-stage{stage}-cpu", run_dir=str(run), seed=self.seed,
+                       **{k: v for k, v in schedule.items() if v is not None}),
+                AEModelSpec(encoder=encoder, preset="small-cpu" if encoder == "vlm" else "pixel-small-cpu",
+                            init=str(init) if init is not None else None, stride=stride),
+                backbone_path=str(self.vlm) if encoder == "vlm" else None)
         return model
 
     def cache(self, name: str, ae: Path) -> Path:
         """The latent cache of `ae` over the same ShapesWorld samples as every other variant's."""
+        from vgt.ae.cache import cache_latents
+
         out = self.work / name
         if not (out / "index.json").is_file():
-            vgt("cache-latents", "--model", ae, "--backbone-path", self.vlm, "--data", "shapes", "--num-samples",
-                self.cache_samples, "--resolution", self.image_size, "--shard-size",
-                max(1, -(-self.cache_samples // 8)), "--seed", self.seed, "--out", out)
+            cache_latents(ae, ["shapes"], out, backbone_path=self.vlm, size=self.image_size,
+                          num_samples=self.cache_samples, shard_size=max(1, -(-self.cache_samples // 8)),
+                          seed=self.seed)
         return out
 
     def train_ar(self, name: str, ae: Path, cache: Path, save_every: int = 0) -> Path:
         """VGT-AR on `ae`'s latents with the same LLM init, data order, steps and seed for every variant; returns
         the run folder (the pipeline is RUN/model). `save_every` keeps every intermediate checkpoint."""
+        from vgt.ar.training import ARStageConfig, train_generator
+        from vgt.train.config import preset
+
         run = self.work / name
         if not (run / "model" / "pipeline.json").is_file():
-            keep = ("--save-every", save_every, "--keep-last", self.ar_steps // save_every + 1) if save_every else ()
-            vgt("train", "ar", "--backbone-path", self.vlm, "--ae", ae, "--data", f"latents:{cache}", "--run-dir",
-                run, "--steps", self.ar_steps, "--batch-size", self.ar_batch_size, "--lr", self.ar_lr, "--min-lr",
-                self.ar_lr / 10, "--precision", self.ar_precision, "--ema-decay", self.ar_ema_decay,
-                "--ema-start", self.ar_ema_start, "--seed", self.seed, *keep)
+            keep = {"save_every": save_every, "keep_last": self.ar_steps // save_every + 1} if save_every else {}
+            train_generator(
+                ARStageConfig(backbone_path=str(self.vlm), ae=str(ae), data=(f"latents:{cache}",)),
+                preset("ar-cpu", run_dir=str(run), steps=self.ar_steps, batch_size=self.ar_batch_size, lr=self.ar_lr,
+                       min_lr=self.ar_lr / 10, precision=self.ar_precision, ema_decay=self.ar_ema_decay,
+                       ema_start=self.ar_ema_start, seed=self.seed, **keep))
         return run
 
     def recon_psnr(self, name: str, ae: Path, num_images: int) -> float:
         """Held-out reconstruction PSNR of a VGT-AE (resumable; cached in WORK/NAME/recon_metrics.json)."""
+        from vgt.ae.evaluation import evaluate_reconstruction
+
         out = self.work / name
         if not (out / "recon_metrics.json").is_file():
-            vgt("eval", "recon", "--model", ae, "--backbone-path", self.vlm, "--num", num_images,
-                "--fid-features", "none", "--out", out)
+            evaluate_reconstruction(ae, num=num_images, fid_features="none", out=out, backbone_path=self.vlm)
         return json.loads((out / "recon_metrics.json").read_text())["psnr_db"]
 
-    def shapes_eval(self, model: Path, out: Path, sampling: tuple[str, ...] = ()) -> dict:
+    def shapes_eval(self, model: Path, out: Path, sampling: dict | None = None) -> dict:
         """Reduced ShapesEval of a pipeline folder (resumable: `evaluate_pipeline` keeps OUT's images while the
         model, prompt set, images per prompt, seed and sampler flags stay the same, and only judges them again)."""
-        from vgt.recipe import evaluate_pipeline
+        from vgt.eval.benchmark import evaluate_pipeline
 
         return evaluate_pipeline(model, out, self.eval_prompts, self.eval_images, self.seed, sampling)
 
@@ -138,11 +145,9 @@ class Experiment:
         return results
 
     def write_results(self, results: dict) -> None:
-        path = self.work / "results.json"
-        tmp = path.with_name(".results.json.tmp")
-        tmp.write_text(json.dumps(results, indent=2) + "\n")
-        tmp.replace(path)
-        print(f"(results: {path})")
+        from vgt.io import write_json
+
+        print(f"(results: {write_json(self.work / 'results.json', results)})")
 
     def describe(self) -> str:
         return (f"recipe {self.recipe} ({self.image_size} px); VGT-AR {self.ar_steps} steps x batch "

@@ -28,8 +28,8 @@ def main() -> None:
     every = args.eval_every or max(1, exp.ar_steps // 5)
     stride = json.loads((exp.ae / "config.json").read_text())["stride"]
 
-    pixel1 = exp.train_ae("pixel-ae1", 1, "--encoder", "pixel", "--stride", stride)
-    pixel2 = exp.train_ae("pixel-ae2", 2, "--encoder", "pixel", "--stride", stride, init=pixel1)
+    pixel1 = exp.train_ae("pixel-ae1", 1, encoder="pixel", stride=stride)
+    pixel2 = exp.train_ae("pixel-ae2", 2, encoder="pixel", stride=stride, init=pixel1)
     curves = {}
     for name, ae in (("vgt-ae", exp.ae), ("pixel-vae", pixel2)):
         run = exp.train_ar(f"ar-{name}", ae, exp.cache(f"cache-{name}", ae), save_every=every)

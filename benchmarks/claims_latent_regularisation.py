@@ -25,14 +25,13 @@ def main() -> None:
     exp = Experiment(args)
     stage1 = exp.recipe / "ae1" / "model"
     variants = [("stage 1 only", "off", None, stage1)]
-    variants.append(("+ channel LN", "on", 0.0, exp.train_ae("ae2-ln", 2, "--backbone-path", exp.vlm,
-                                                             "--channel-norm", "on", "--noise-gamma", 0, init=stage1)))
+    variants.append(("+ channel LN", "on", 0.0, exp.train_ae("ae2-ln", 2, channel_norm=True, noise_gamma=0.0,
+                                                             init=stage1)))
     for gamma in args.gammas:
         if gamma == exp.config["noise_gamma"] and args.ae_steps is None:
             ae = exp.ae  # the recipe's own stage 2 is this variant
         else:
-            ae = exp.train_ae(f"ae2-ln-noise{gamma:g}", 2, "--backbone-path", exp.vlm, "--channel-norm", "on",
-                              "--noise-gamma", gamma, init=stage1)
+            ae = exp.train_ae(f"ae2-ln-noise{gamma:g}", 2, channel_norm=True, noise_gamma=gamma, init=stage1)
         variants.append((f"+ LN + noise {gamma:g}", "on", gamma, ae))
 
     rows = []

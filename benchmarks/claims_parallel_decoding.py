@@ -18,9 +18,9 @@ import torch
 from sampling_speed import time_batch
 
 from vgt.ar.pipeline import VGTPipeline
+from vgt.eval.benchmark import evaluate_pipeline
 from vgt.eval.shapes import read_prompts
 from vgt.pretrained import resolve_model_dir
-from vgt.recipe import evaluate_pipeline
 
 
 def main() -> None:
@@ -46,7 +46,7 @@ def main() -> None:
     for k in args.tokens_per_step:
         # resumable: evaluate_pipeline keeps the images of unchanged settings and judges them again
         scores[k] = evaluate_pipeline(model, work / f"tokens_per_step_{k}", per_category, args.eval_images, args.seed,
-                                      ["--tokens-per-step", str(k)])
+                                      {"tokens_per_step": k})
 
     pipe = VGTPipeline.from_pretrained(model)
     prompts = [row["prompt"] for row in read_prompts(work / f"tokens_per_step_{args.tokens_per_step[0]}" /

@@ -15,7 +15,9 @@ ShapesEval after the same VGT-AR budget.
 import argparse
 import json
 
-from claims_common import Experiment, add_common_args, vgt
+from claims_common import Experiment, add_common_args
+
+from vgt.ae.evaluation import evaluate_ae_understanding
 
 
 def main() -> None:
@@ -25,15 +27,14 @@ def main() -> None:
     parser.add_argument("--recon-images", type=int, default=256, help="held-out images for the PSNR")
     args = parser.parse_args()
     exp = Experiment(args)
-    no1 = exp.train_ae("ae1-nodistill", 1, "--backbone-path", exp.vlm, "--distill-weight", 0)
-    no2 = exp.train_ae("ae2-nodistill", 2, "--backbone-path", exp.vlm, "--distill-weight", 0, init=no1)
+    no1 = exp.train_ae("ae1-nodistill", 1, distill_weight=0.0)
+    no2 = exp.train_ae("ae2-nodistill", 2, distill_weight=0.0, init=no1)
 
     rows = []
     for label, key, ae in (("with self-distillation", "distill", exp.ae), ("without", "nodistill", no2)):
         understanding = exp.work / f"understanding-{key}"
         if not (understanding / "understanding.json").is_file():
-            vgt("eval", "ae-understanding", "--model", ae, "--backbone-path", exp.vlm, "--num",
-                args.understanding_images, "--out", understanding)
+            evaluate_ae_understanding(ae, args.understanding_images, out=understanding, backbone_path=exp.vlm)
         scores = json.loads((understanding / "understanding.json").read_text())
         psnr = exp.recon_psnr(f"recon-{key}", ae, args.recon_images)
         run = exp.train_ar(f"ar-{key}", ae, exp.cache(f"cache-{key}", ae))

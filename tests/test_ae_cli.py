@@ -5,12 +5,12 @@ import json
 import pytest
 from PIL import Image
 
-from vgt.backbones.tiny import tiny_internvl_backbone
 from vgt.cli import main
+from vgt.vlm.model import tiny_internvl_backbone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-COMMON = ["--image-size", "32", "--batch-size", "2", "--log-every", "2", "--eval-every", "0", "--disc-channels", "8"]
+COMMON = ["--size", "32", "--batch-size", "2", "--log-every", "2", "--eval-every", "0", "--disc-channels", "8"]
 TINY = [*COMMON, "--dcae-preset", "small-cpu", "--latent-channels", "8"]
 
 
@@ -24,13 +24,13 @@ def vlm_dir(tmp_path_factory):
 def test_train_both_stages_then_evaluate(vlm_dir, tmp_path, capsys):
     run1, run2 = tmp_path / "stage1", tmp_path / "stage2"
     assert main(["train", "ae", "--stage", "1", "--backbone-path", str(vlm_dir), "--run-dir", str(run1),
-                 "--steps", "3", *TINY]) == 0
+                 "--max-steps", "3", *TINY]) == 0
     stage2_flags = COMMON
     with pytest.raises(ValueError, match="--init"):
         main(["train", "ae", "--stage", "2", "--backbone-path", str(vlm_dir), "--run-dir", str(run2),
-              "--steps", "2", *stage2_flags])
+              "--max-steps", "2", *stage2_flags])
     assert main(["train", "ae", "--stage", "2", "--backbone-path", str(vlm_dir), "--init", str(run1 / "model"),
-                 "--run-dir", str(run2), "--steps", "2", "--freeze-encoder", *stage2_flags]) == 0
+                 "--run-dir", str(run2), "--max-steps", "2", "--freeze-encoder", *stage2_flags]) == 0
     config = json.loads((run2 / "model" / "config.json").read_text())
     assert config["channel_norm"] is True and config["noise_gamma"] == 0.1 and config["image_size"] == 32
 
@@ -57,7 +57,7 @@ def test_train_both_stages_then_evaluate(vlm_dir, tmp_path, capsys):
 def test_pixel_baseline_command(tmp_path, vlm_dir):
     run = tmp_path / "pixel"
     assert main(["train", "ae", "--stage", "1", "--encoder", "pixel", "--stride", "8", "--run-dir", str(run),
-                 "--steps", "2", *TINY]) == 0
+                 "--max-steps", "2", *TINY]) == 0
     config = json.loads((run / "model" / "config.json").read_text())
     assert config["encoder"] == "pixel" and config["stride"] == 8
     assert main(["eval", "recon", "--model", str(run / "model"), "--num", "4", "--fid-features", "none"]) == 0

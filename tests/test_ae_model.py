@@ -9,7 +9,7 @@ from vgt.ae.bottleneck import add_latent_noise, normalize_latents
 from vgt.ae.config import AEConfig, ae_preset
 from vgt.ae.dcae import DCAE_SMALL_CPU
 from vgt.ae.model import VGTAutoencoder
-from vgt.backbones.tiny import tiny_internvl_backbone
+from vgt.vlm.model import tiny_internvl_backbone
 
 # a DC-AE small enough for unit tests: stride 4 (3 levels)
 TINY_DCAE = {

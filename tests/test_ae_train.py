@@ -12,7 +12,7 @@ from vgt.ae.losses import hinge_discriminator_loss
 from vgt.ae.model import VGTAutoencoder
 from vgt.ae.trainer import AETrainingModule, ae_loss_fn, export_autoencoder
 from vgt.ae.understanding import backbone_with_tuned_vision
-from vgt.backbones.tiny import tiny_internvl_backbone
+from vgt.vlm.model import tiny_internvl_backbone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -15,9 +15,9 @@ from vgt.ar.config import ARConfig, FlowHeadConfig, SamplingConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.ar.pipeline import AE_DIR, GENERATOR_DIR, WEIGHTS_NAME, VGTPipeline
 from vgt.ar.training import ARLoss
-from vgt.backbones.tiny import tiny_internvl_backbone
 from vgt.data.sources import Source
 from vgt.train import TrainConfig, train
+from vgt.vlm.model import tiny_internvl_backbone
 
 CAPTION = "a red circle"
 # a DC-AE decoder small enough for unit tests (stride 4, 8 latent channels)

@@ -9,7 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from vgt.backbones import load_backbone
 from vgt.backbones.base import GENERATION_INSTRUCTION, UNCONDITIONAL_INSTRUCTION
-from vgt.backbones.tiny import TinyVLMBackbone, tiny_internvl_backbone, tiny_qwen2_5_vl_backbone
+from vgt.vlm.model import SmallVLMBackbone, tiny_internvl_backbone, tiny_qwen2_5_vl_backbone
 
 CAPTION = "a red circle left of a blue square"
 
@@ -21,7 +21,7 @@ def random_images(batch, height, width, seed=0):
 def tiny_small_vlm(image_size=32, seed=0):
     """The "tiny" backbone class (the small VLM's architecture) with a test-sized random config."""
     backbone = tiny_internvl_backbone(image_size=image_size, seed=seed, words=[CAPTION])
-    return TinyVLMBackbone(backbone.model, backbone.tokenizer)
+    return SmallVLMBackbone(backbone.model, backbone.tokenizer)
 
 
 BUILDERS = {

@@ -26,7 +26,7 @@ def test_export_never_replaces_the_run_or_a_foreign_folder_and_says_so_before_tr
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
     base = ["train", "ar", "--backbone-path", SHIPPED / "backbone", "--ae", SHIPPED / "ae", "--run-dir", run_dir,
-            "--steps", 1, "--resume", "never"]
+            "--max-steps", 1, "--resume", "never"]
     for export, overwrite in ((run_dir, ["--overwrite"]), (tmp_path, ["--overwrite"]), (SHIPPED / "ae", [])):
         assert "overlaps" in error_of(capsys, *base, "--export", export, *overwrite)
     assert "--overwrite" in error_of(capsys, *base, "--export", tmp_path / "mine")
@@ -73,13 +73,14 @@ def _broken_copy(tmp_path, weights, how):
 
 
 @pytest.mark.parametrize("argv", [
-    ["generate", "x", "--cfg", "nan"], ["generate", "x", "--cfg", "inf"], ["generate", "x", "--temperature", "nan"],
-    ["generate", "x", "--size", "0"], ["generate", "x", "--steps", "-1"], ["generate", "x", "--num-images", "0"],
+    ["generate", "x", "--guidance-scale", "nan"], ["generate", "x", "--cfg", "inf"],
+    ["generate", "x", "--temperature", "nan"], ["generate", "x", "--size", "0"],
+    ["generate", "x", "--num-inference-steps", "-1"], ["generate", "x", "--num-images-per-prompt", "0"],
     ["generate", "x", "--device", "cuda:7"], ["generate", "x", "--device", "gpu"],
-    ["sampling-defaults", "--model", SHIPPED, "--cfg", "nan"], ["sampling-defaults", "--model", SHIPPED,
+    ["sampling-defaults", "--model", SHIPPED, "--guidance-scale", "nan"], ["sampling-defaults", "--model", SHIPPED,
                                                                 "--temperature", "-inf"],
     ["train", "toy", "--run-dir", "r", "--lr", "nan"], ["train", "toy", "--run-dir", "r", "--batch-size", "0"],
-    ["train", "toy", "--run-dir", "r", "--resolution", "0"], ["train", "toy", "--run-dir", "r", "--lr", "0"],
+    ["train", "toy", "--run-dir", "r", "--size", "0"], ["train", "toy", "--run-dir", "r", "--lr", "0"],
     ["shapes", "export", "--out", "e", "--n", "0"], ["shapes", "render", "o", "--samples", "0"],
     ["cache-latents", "--model", SHIPPED / "ae", "--data", "shapes", "--out", "c", "--num-samples", "2",
      "--device", "cuda"],
@@ -122,7 +123,7 @@ def test_non_finite_settings_are_refused_by_the_library_too():
 @pytest.mark.parametrize("how", ["cut", "nan"])
 def test_corrupt_or_non_finite_weights_are_refused_when_loading(weights, how, tmp_path, capsys):
     model = _broken_copy(tmp_path, weights, how)
-    err = error_of(capsys, "generate", "x", "--model", model, "--out", tmp_path / "x.png", "--steps", 2)
+    err = error_of(capsys, "generate", "x", "--model", model, "--out", tmp_path / "x.png", "--num-inference-steps", 2)
     assert ("non-finite" if how == "nan" else "corrupt") in err and not (tmp_path / "x.png").exists()
 
 
@@ -137,11 +138,11 @@ def test_ae_commands_find_the_recorded_vlm_from_any_directory(tmp_path, capsys, 
 
 
 @pytest.mark.parametrize("argv", [
-    ["generate", "x", "--model", "missing"], ["generate", "x", "--out", "afile/x.png", "--steps", "2"],
+    ["generate", "x", "--model", "missing"], ["generate", "x", "--out", "afile/x.png", "--num-inference-steps", "2"],
     ["reconstruct", "missing.png", "--model", SHIPPED / "ae"], ["reconstruct", "afile", "--model", SHIPPED / "ae"],
     ["caption", "missing.png", "--model", SHIPPED / "backbone"], ["eval", "shapes", "missing"],
     ["eval", "shapes", "afile"], ["shapes", "export", "--out", "afile", "--n", "1"],
-    ["shapes", "prompts", "--out", "afile/p.jsonl"], ["train", "toy", "--run-dir", "afile", "--steps", "1"],
+    ["shapes", "prompts", "--out", "afile/p.jsonl"], ["train", "toy", "--run-dir", "afile", "--max-steps", "1"],
     ["train", "toy", "--run-dir", "r", "--data", "folder:missing"], ["train", "toy", "--run-dir", "r", "--data",
                                                                      "folder:afile"],
     ["train", "toy", "--run-dir", "r", "--data", "wds:missing-{0..3}.tar"], ["train", "toy", "--run-dir", "r",
@@ -180,7 +181,7 @@ def test_words_outside_the_vocabulary_are_named_and_capitals_lower_cased(capsys,
 
     from vgt.ar.pipeline import VGTPipeline
 
-    err = error_of(capsys, "generate", "a purple dragon", "--out", tmp_path / "x.png", "--steps", 2)
+    err = error_of(capsys, "generate", "a purple dragon", "--out", tmp_path / "x.png", "--num-inference-steps", 2)
     assert "'dragon' not in this model's vocabulary" in err and "circle" in err
     pipe = VGTPipeline.from_pretrained(SHIPPED)
     images = [pipe(p, num_inference_steps=2, output_type="latent", generator=torch.Generator().manual_seed(0)).images
@@ -210,7 +211,7 @@ def test_damaged_model_configs_are_one_line_errors_naming_the_file(file, text, t
     model = tmp_path / "model"
     shutil.copytree(SHIPPED, model)
     (model / file).write_text(text)
-    err = error_of(capsys, "generate", "x", "--model", model, "--out", tmp_path / "x.png", "--steps", 2)
+    err = error_of(capsys, "generate", "x", "--model", model, "--out", tmp_path / "x.png", "--num-inference-steps", 2)
     assert file.split("/")[-1] in err or "VGT-AE config" in err
 
 

@@ -43,7 +43,7 @@ def converted(request, tmp_path_factory) -> tuple[str, VGTPipeline]:
     assert main(["convert", "official", "--ar", str(fixture(path, "iter_5.pth")), "--vlm",
                  str(fixture(path, "base_vlm")), "--dcae-config", str(fixture(path, "dcae_config.json")),
                  "--out", str(out)]) == 0
-    assert main(["generate", "a red cube", "--model", str(out), "--size", "56", "--steps", "2",
+    assert main(["generate", "a red cube", "--model", str(out), "--size", "56", "--num-inference-steps", "2",
                  "--out", str(out.parent / "image.png")]) == 0  # the CLI loads it strictly too
     assert (out.parent / "image.png").is_file()
     return path, VGTPipeline.from_pretrained(out)

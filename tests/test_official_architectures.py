@@ -10,7 +10,6 @@ from transformers import InternVLForConditionalGeneration, Qwen2_5_VLForConditio
 from vgt.ae.dcae import DCAE_F32C32_SANA_1_1, build_dcae_decoder
 from vgt.backbones.internvl import InternVLBackbone
 from vgt.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
-from vgt.backbones.tiny import build_word_tokenizer
 from vgt.official import ConversionError, ConversionReport
 from vgt.official import convert as conversion
 from vgt.official.architectures import (
@@ -21,6 +20,7 @@ from vgt.official.architectures import (
     official_ar_shapes,
 )
 from vgt.official.rules import apply_rules
+from vgt.vlm.model import build_word_tokenizer
 
 #: (LLM width, converted layers, k/v width, vocab, AE width) per release (docs/official.md)
 EXPECTED = {"internvl3-1.6b": (1536, 28, 256, 151674, 896), "internvl3-0.6b": (896, 24, 128, 151674, 896),

@@ -6,6 +6,7 @@ thread: on a machine shared with other jobs, PyTorch's thread pool slows such ti
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
@@ -16,16 +17,9 @@ from PIL import Image
 from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
+from vgt.eval.benchmark import TUNE_SEED_OFFSET, evaluate_pipeline, shapes_eval_subset
 from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
-from vgt.recipe import (
-    STAGES,
-    TUNE_SEED_OFFSET,
-    build_stages,
-    evaluate_pipeline,
-    recipe_preset,
-    run_recipe,
-    shapes_eval_subset,
-)
+from vgt.recipe import STAGES, build_stages, recipe_preset, run_recipe
 
 
 @pytest.fixture(scope="module")
@@ -101,23 +95,34 @@ def test_default_model_comes_from_the_environment_or_the_package(quick_run, tmp_
     assert default_model_dir() == out / "ar" / "model"
     assert resolve_model_dir(None) == out / "ar" / "model"
     assert isinstance(VGTPipeline.from_pretrained(), VGTPipeline)
-    assert main(["generate", "two red circles", "--steps", "2", "--out", str(tmp_path / "x.png")]) == 0
+    assert main(["generate", "two red circles", "--num-inference-steps", "2", "--out", str(tmp_path / "x.png")]) == 0
     assert (tmp_path / "x.png").is_file()
     monkeypatch.setenv(DEFAULT_MODEL_ENV, str(tmp_path / "nothing"))
     with pytest.raises(FileNotFoundError, match="vgt recipe shapes"):
         VGTPipeline.from_pretrained()
 
 
-def test_stages_are_the_project_commands():
+def test_each_stage_is_the_library_call_of_its_recorded_command():
+    from vgt.commands.train import ae_arguments, ar_arguments, vlm_arguments
+
     stages = build_stages(recipe_preset("full"), "/runs/x")
     assert [s.name for s in stages] == list(STAGES)
-    argv = {s.name: s.argv for s in stages}
-    assert argv["vlm"][:2] == ("train", "vlm") and argv["ar"][:2] == ("train", "ar")
-    assert "--init" in argv["ae2"] and argv["ae2"][argv["ae2"].index("--init") + 1] == "/runs/x/ae1/model"
-    assert f"latents:{'/runs/x/cache'}" in argv["ar"]
+    command = {s.name: s.command for s in stages}
+    assert command["vlm"][:2] == ("train", "vlm") and command["ar"][:2] == ("train", "ar")
+    assert "--init" in command["ae2"] and command["ae2"][command["ae2"].index("--init") + 1] == "/runs/x/ae1/model"
+    assert "latents:/runs/x/cache" in command["ar"]
     parser = build_parser()
-    for name in STAGES:  # every stage's arguments parse
-        parser.parse_args(list(argv[name]))
+    parsed = {name: parser.parse_args(list(command[name])) for name in STAGES}  # every command parses
+    # the typed configs the recipe calls each training stage with are those its recorded command builds
+    for name, arguments_of in (("vlm", vlm_arguments), ("ae1", ae_arguments), ("ae2", ae_arguments),
+                               ("ar", ar_arguments)):
+        stage = next(s for s in stages if s.name == name)
+        signature = inspect.signature(stage.function)
+        called, typed = signature.bind(**stage.arguments), signature.bind(**arguments_of(parsed[name]))
+        called.apply_defaults()
+        typed.apply_defaults()
+        assert called.arguments == typed.arguments, name
+    assert stages[1].arguments["train_config"].steps == 600  # the CPU AE stage-1 schedule (ae-stage1-cpu)
 
 
 def test_preset_overrides_are_checked():
@@ -151,16 +156,17 @@ def test_tune_split_draws_other_prompts_where_a_category_has_them():
         shapes_eval_subset(5, "test")
 
 
-def test_a_failing_stage_stops_the_recipe_and_says_how_to_resume(tmp_path):
+def test_a_failing_stage_stops_the_recipe_and_says_how_to_resume(tmp_path, monkeypatch):
     calls = []
 
-    def failing(argv):
-        calls.append(argv)
-        return 1
+    def failing(**arguments):
+        calls.append(arguments)
+        raise RuntimeError("out of memory")
 
-    with pytest.raises(RuntimeError, match="recipe stage vlm failed"):
-        run_recipe(recipe_preset("quick"), tmp_path, runner=failing)
-    assert len(calls) == 1 and calls[0][:2] == ["train", "vlm"]
+    monkeypatch.setattr("vgt.vlm.pretrain.train_small_vlm", failing)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        run_recipe(recipe_preset("quick"), tmp_path)
+    assert len(calls) == 1 and calls[0]["preset"] == "toy"
     assert "vlm: stopped" in (tmp_path / "recipe.log").read_text()
     assert "re-run the same command to resume" in (tmp_path / "recipe.log").read_text()
 
@@ -168,18 +174,18 @@ def test_a_failing_stage_stops_the_recipe_and_says_how_to_resume(tmp_path):
 def test_eval_model_prints_scores_with_the_sampler_settings(quick_run, tmp_path, capsys):
     out, _ = quick_run
     assert main(["eval", "model", "--model", str(out / "ar" / "model"), "--out", str(tmp_path / "eval"),
-                 "--prompts-per-category", "1", "--n-per-prompt", "2", "--tokens-per-step", "4"]) == 0
+                 "--prompts-per-category", "1", "--num-images-per-prompt", "2", "--tokens-per-step", "4"]) == 0
     printed = capsys.readouterr().out
-    assert "overall" in printed and "tokens-per-step=4" in printed and "sampler=sde" in printed
+    assert "overall" in printed and "tokens_per_step=4" in printed and "sampler=sde" in printed
     assert "95% interval" in printed and "seed 0" in printed and "seed 1" in printed
     scores = json.loads((tmp_path / "eval" / "scores.json").read_text())
     assert scores["n_images"] == 2 * 2 * len(GENEVAL_TAGS)  # two sampling seeds by default
     assert set(scores["seeds"]) == {"0", "1"} and scores["split"] == "report"
     assert scores["overall"] == pytest.approx(np.mean([s["overall"] for s in scores["seeds"].values()]))
-    assert scores["sampler_flags"][scores["sampler_flags"].index("--tokens-per-step") + 1] == "4"
+    assert scores["sampling"] == {"tokens_per_step": 4}
     # the tuning split samples other prompts from other seeds
     assert main(["eval", "model", "--model", str(out / "ar" / "model"), "--out", str(tmp_path / "tune"),
-                 "--prompts-per-category", "1", "--n-per-prompt", "1", "--seeds", "0", "--split", "tune"]) == 0
+                 "--prompts-per-category", "1", "--num-images-per-prompt", "1", "--seeds", "0", "--split", "tune"]) == 0
     tuned = json.loads((tmp_path / "tune" / "seed-0" / "scores.json").read_text())
     assert tuned["split"] == "tune" and tuned["sampling_seed"] == TUNE_SEED_OFFSET
 
@@ -190,11 +196,15 @@ def test_evaluate_pipeline_regenerates_samples_left_by_other_settings(quick_run,
     first = evaluate_pipeline(model, eval_dir, 1, 1)
     image = eval_dir / "samples" / "00000" / "samples" / "0000.png"
     before = np.asarray(Image.open(image))
-    other = evaluate_pipeline(model, eval_dir, 2, 1, sampling=("--temperature", "0"))
-    assert other["sampler_flags"] == ["--temperature", "0"] and other["n_images"] == 2 * len(GENEVAL_TAGS)
+    other = evaluate_pipeline(model, eval_dir, 2, 1, sampling={"temperature": 0.0})
+    assert other["sampling"] == {"temperature": 0.0} and other["n_images"] == 2 * len(GENEVAL_TAGS)
+    assert "--temperature 0.0" in other["command"]
     assert not np.array_equal(before, np.asarray(Image.open(image)))  # not the old images judged again
     # an interrupted run with the first settings leaves none of the other run's images to be judged as its own
-    monkeypatch.setattr("vgt.cli.main", lambda argv: 1)
+    def interrupted(*args, **kwargs):
+        raise RuntimeError("sampling failed")
+
+    monkeypatch.setattr("vgt.eval.benchmark.write_benchmark_samples", interrupted)
     with pytest.raises(RuntimeError, match="failed"):
         evaluate_pipeline(model, eval_dir, 1, 1)
     monkeypatch.undo()

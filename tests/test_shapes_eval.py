@@ -220,7 +220,7 @@ def test_render_and_eval_cli_score_ground_truth_at_one(tmp_path, capsys):
     subset = PROMPTS[::40]
     prompts.write_text("".join(json.dumps(p) + "\n" for p in subset))
     out = tmp_path / "gen"
-    assert main(["shapes", "render", str(out), "--prompts", str(prompts), "--samples", "2", "--resolution", "64"]) == 0
+    assert main(["shapes", "render", str(out), "--prompts", str(prompts), "--samples", "2", "--size", "64"]) == 0
     scores_file, per_image = tmp_path / "scores.json", tmp_path / "results.jsonl"
     assert main(["eval", "shapes", str(out), "--json", str(scores_file), "--per-image", str(per_image)]) == 0
     printed = capsys.readouterr().out

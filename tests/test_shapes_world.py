@@ -137,7 +137,7 @@ def test_vocabulary_covers_every_prompt_and_caption():
 
 def test_export_cli_writes_imagefolder_layout(tmp_path, capsys):
     out = tmp_path / "split"
-    assert main(["shapes", "export", "--out", str(out), "--n", "12", "--seed", "9", "--resolution", "48"]) == 0
+    assert main(["shapes", "export", "--out", str(out), "--n", "12", "--seed", "9", "--size", "48"]) == 0
     lines = [json.loads(line) for line in (out / "metadata.jsonl").read_text().splitlines()]
     assert len(lines) == 12
     world = ShapesWorld(48, seed=9)

@@ -27,7 +27,7 @@ def test_shipped_model_is_complete_and_within_budget():
 
 def test_generate_without_model_uses_the_shipped_one(tmp_path, monkeypatch):
     monkeypatch.delenv(DEFAULT_MODEL_ENV, raising=False)
-    args = ["generate", "two red circles", "--seed", "0", "--steps", "4", "--tokens-per-step", "16"]
+    args = ["generate", "two red circles", "--seed", "0", "--num-inference-steps", "4", "--tokens-per-step", "16"]
     assert main([*args, "--out", str(tmp_path / "a.png")]) == 0
     assert main([*args, "--out", str(tmp_path / "b.png")]) == 0
     a, b = (np.asarray(Image.open(tmp_path / name)) for name in ("a.png", "b.png"))

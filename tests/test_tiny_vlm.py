@@ -9,16 +9,20 @@ from transformers import AutoTokenizer
 
 from vgt.backbones import load_backbone
 from vgt.backbones.base import GENERATION_INSTRUCTION
-from vgt.backbones.pretrain import VLM_TRAINING, train_small_vlm
-from vgt.backbones.tiny import (
+from vgt.cli import main
+from vgt.data.shapes import ShapesWorld, vocabulary_words
+from vgt.images import to_tensor
+from vgt.train import preset
+from vgt.vlm.model import (
     CHAT_TEMPLATE,
     SMALL_VLM_PRESETS,
-    TinyVLMBackbone,
+    SmallVLMBackbone,
     build_small_vlm,
     shapes_tokenizer,
     tiny_internvl_backbone,
 )
-from vgt.backbones.understanding import (
+from vgt.vlm.pretrain import train_small_vlm
+from vgt.vlm.understanding import (
     IGNORE,
     CaptioningModel,
     caption_batch,
@@ -29,10 +33,6 @@ from vgt.backbones.understanding import (
     scene_matches_within_tolerance,
     understanding_prompt_ids,
 )
-from vgt.cli import main
-from vgt.data.shapes import ShapesWorld, vocabulary_words
-from vgt.images import to_tensor
-from vgt.train import preset
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_greedy_decoding_with_cache_matches_uncached_argmax(world):
 
 def test_understanding_metric_scores_parsed_scenes(monkeypatch):
     """The metric compares parsed captions with the true scenes: perfect captions score 1, wrong ones 0."""
-    import vgt.backbones.understanding as understanding
+    import vgt.vlm.understanding as understanding
 
     backbone = build_small_vlm(SMALL_VLM_PRESETS["toy"])
     world = ShapesWorld(resolution=32, seed=understanding.EVAL_WORLD_SEED, tasks=("scene",))
@@ -162,31 +162,31 @@ def test_location_tolerance_only_forgives_borderline_locations():
 
 
 def test_understanding_needs_an_internvl_backbone():
-    from vgt.backbones.tiny import tiny_qwen2_5_vl_backbone
+    from vgt.vlm.model import tiny_qwen2_5_vl_backbone
 
     with pytest.raises(TypeError, match="InternVL-architecture backbone"):
         CaptioningModel(tiny_qwen2_5_vl_backbone())
 
 
 def test_quick_pretraining_loss_falls_and_exports(tmp_path):
-    cfg = preset("toy", **{**VLM_TRAINING["toy"], "steps": 16, "run_dir": str(tmp_path / "run"), "save_every": 16})
+    cfg = preset("vlm-toy", steps=16, run_dir=str(tmp_path / "run"), save_every=16)
     result = train_small_vlm("toy", cfg, eval_images=0)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]
     assert losses[-1] < 0.75 * losses[0]
     backbone = load_backbone("auto", result["model"])
-    assert isinstance(backbone, TinyVLMBackbone)
+    assert isinstance(backbone, SmallVLMBackbone)
     assert backbone.vision.image_size == SMALL_VLM_PRESETS["toy"].image_size
 
 
 def test_cli_train_caption_and_eval(tmp_path, capsys):
     run = tmp_path / "run"
-    assert main(["train", "vlm", "--vlm-preset", "toy", "--run-dir", str(run), "--steps", "4", "--eval-images", "4",
+    assert main(["train", "vlm", "--vlm-preset", "toy", "--run-dir", str(run), "--max-steps", "4", "--eval-images", "4",
                  "--eval-every", "4", "--log-every", "2"]) == 0
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert any("understanding/exact" in r for r in records)
     # resuming a finished run with more steps continues from its checkpoint
-    assert main(["train", "vlm", "--vlm-preset", "toy", "--run-dir", str(run), "--steps", "6", "--eval-images",
+    assert main(["train", "vlm", "--vlm-preset", "toy", "--run-dir", str(run), "--max-steps", "6", "--eval-images",
                  "0"]) == 0
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["step"] == 6
     image = tmp_path / "scene.png"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def _toy_cli(run_dir, processes):
     args = ["train", "toy", "--run-dir", str(run_dir), "--data", f"folder:{run_dir.parent / 'data'}",
-            "--resolution", "16", "--width", "8", "--steps", "4", "--batch-size", "8", "--noise", "0.2",
+            "--size", "16", "--width", "8", "--max-steps", "4", "--batch-size", "8", "--noise", "0.2",
             "--log-every", "1", "--save-every", "2"]
     if processes == 1:
         assert main(args) == 0
@@ -56,7 +56,7 @@ def test_two_process_ddp_matches_one_process_from_the_cli(tmp_path):
 
 _DDP_WORKER = """
 import sys, torch, torch.distributed as dist
-from vgt.cli import end_distributed_process
+from vgt.train.process import end_distributed_process
 dist.init_process_group("gloo")
 model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(64, 64))
 for _ in range(3):
@@ -78,10 +78,10 @@ def test_ddp_worker_exits_cleanly(tmp_path):
 
 
 def test_single_process_cpu_launch_asking_for_several_processes_is_refused(monkeypatch):
-    from vgt.train.engine import _make_accelerator
+    from vgt.train.process import make_accelerator
 
     monkeypatch.setenv("ACCELERATE_USE_CPU", "True")  # what `accelerate launch --cpu --num_processes 2` sets
     monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     with pytest.raises(RuntimeError, match="torchrun --standalone --nproc_per_node N"):
-        _make_accelerator("fp32", False)
+        make_accelerator("fp32", False)

@@ -76,16 +76,20 @@ def test_config_validation_and_batch_split():
         cfg.micro_batch_size(4)
 
 
-def test_cli_flags_override_stage_values_which_override_the_preset():
+def test_cli_flags_override_the_named_preset_which_overrides_the_defaults():
     import argparse
 
-    from vgt.train import PRESETS, add_train_args, config_from_args
+    from vgt.train import TRAIN_PRESETS, TrainConfig, add_train_args, config_from_args
 
     parser = argparse.ArgumentParser()
     add_train_args(parser, default_preset="ae-stage1")
     args = parser.parse_args(["--run-dir", "r", "--lr", "5e-4", "--lr-mult", "encoder.=0.5", "--betas", "0.8", "0.9"])
-    cfg = config_from_args(args, warmup_steps=7, lr=1.0)
-    assert cfg.lr == 5e-4 and cfg.warmup_steps == 7 and cfg.betas == (0.8, 0.9)
-    assert cfg.lr_multipliers == {"encoder.": 0.5} and cfg.min_lr == PRESETS["ae-stage1"]["min_lr"]
+    cfg = config_from_args(args, "ae-stage1")
+    assert cfg.lr == 5e-4 and cfg.betas == (0.8, 0.9) and cfg.run_dir == "r"
+    assert cfg.lr_multipliers == {"encoder.": 0.5} and cfg.min_lr == TRAIN_PRESETS["ae-stage1"].min_lr
+    assert cfg.ema_decay == TrainConfig().ema_decay  # a field the preset leaves alone keeps the default
+    named = config_from_args(parser.parse_args(["--run-dir", "r", "--preset", "ar-cpu", "--max-steps", "7"]),
+                             "ae-stage1")
+    assert named == TrainConfig(**{**TRAIN_PRESETS["ar-cpu"].to_dict(), "steps": 7, "run_dir": "r"})
     with pytest.raises(SystemExit):
         parser.parse_args(["--run-dir", "r", "--lr-mult", "encoder"])

@@ -1,21 +1,24 @@
 """The `vgt` command line.
 
-Each module in `vgt.commands` contributes its subcommands through `add_commands(tree)`, so a feature's CLI lives
-next to nothing but itself. Handlers import heavy libraries (torch, transformers) lazily to keep `vgt --help` fast.
+Each module in `vgt.commands` is one command (its first word) and adds its subcommands through `add_commands(tree)`;
+`COMMANDS` lists them in the order a user needs them, which is the order of `vgt --help`. Handlers parse flags into
+the library's typed configs and call the library; they import heavy libraries (torch, transformers) lazily to keep
+`vgt --help` fast.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
-import logging
 import os
-import pkgutil
 import sys
 from collections.abc import Callable, Sequence
 
 import vgt
-import vgt.commands
+
+#: the command modules of `vgt.commands`, in the order `vgt --help` lists them
+COMMANDS = ("generate", "train", "eval", "recipe", "shapes", "caption", "reconstruct", "cache_latents",
+            "convert")
 
 
 class ArgumentParser(argparse.ArgumentParser):
@@ -68,11 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = ArgumentParser(prog="vgt", description=vgt.__doc__)
     parser.add_argument("--version", action="version", version=f"vgt {vgt.__version__}")
     tree = CommandTree(parser)
-    # Groups shared by several command modules.
-    tree.group("train", "Train a model (small VLM, VGT-AE, VGT-AR).")
-    tree.group("eval", "Evaluate models and generated images.")
-    for info in sorted(pkgutil.iter_modules(vgt.commands.__path__), key=lambda m: m.name):
-        importlib.import_module(f"vgt.commands.{info.name}").add_commands(tree)
+    for name in COMMANDS:
+        importlib.import_module(f"vgt.commands.{name}").add_commands(tree)
     return parser
 
 
@@ -115,29 +115,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         message = " ".join(str(error).split()) or type(error).__name__  # one line, whatever the error held
         print(f"vgt: error: {message}", file=sys.stderr)
         code = 2
-    end_distributed_process(code)
+    if "vgt.train.process" in sys.modules:  # only a training command can have started a multi-process run
+        sys.modules["vgt.train.process"].end_distributed_process(code)
     return code
-
-
-def end_distributed_process(code: int) -> None:
-    """In a process of a multi-process run (torchrun, accelerate launch), leave the process group and exit now,
-    skipping the interpreter's shutdown; otherwise return.
-
-    DDP keeps the gloo process group, and its worker threads, alive to the very end, and those threads racing the
-    interpreter's teardown abort the process ("terminate called without an active exception", SIGABRT) after
-    work that succeeded. Call this last in your own scripts that train under torchrun; every file must be closed.
-    """
-    if "torch" not in sys.modules:
-        return
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return
-    dist.destroy_process_group()
-    logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
 
 
 if __name__ == "__main__":

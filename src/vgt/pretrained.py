@@ -158,8 +158,8 @@ def compare_pipelines(reference: str | os.PathLike, packed: str | os.PathLike, p
     import numpy as np
     from PIL import Image
 
+    from vgt.eval.benchmark import evaluate_pipeline
     from vgt.eval.layout import read_layout
-    from vgt.recipe import evaluate_pipeline
 
     if work_dir is None:
         with tempfile.TemporaryDirectory(prefix="vgt-pack-check-") as work:

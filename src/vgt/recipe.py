@@ -2,11 +2,13 @@
 
     small VLM (understanding) -> VGT-AE stage 1 -> VGT-AE stage 2 -> latent cache -> VGT-AR -> ShapesEval
 
-Each stage is the project's own command (`vgt train vlm`, `vgt train ae`, `vgt cache-latents`, `vgt train ar`,
-`vgt sample-benchmark`), run in-process with the arguments a preset gives it, so the recipe is exactly what a user
-would type, one stage after another. A stage is finished when its output exists (every output is written
-atomically); finished stages are skipped, and an interrupted training stage continues from its last checkpoint
-(the engine's `--resume auto`). Re-running the same command therefore resumes the recipe.
+Each stage is the library call behind the project's own command (`train_small_vlm` = `vgt train vlm`,
+`train_autoencoder` = `vgt train ae`, `cache_latents` = `vgt cache-latents`, `train_generator` = `vgt train ar`,
+`evaluate_pipeline_seeds` = `vgt eval model`) with the typed configs a preset gives it; the log records the
+equivalent command line, so the recipe is exactly what a user would type, one stage after another. A stage is
+finished when its output exists (every output is written atomically); finished stages are skipped, and an
+interrupted training stage continues from its last checkpoint (the engine's `--resume auto`). Re-running the
+same command therefore resumes the recipe.
 
     OUT/recipe.json     the preset, and per finished stage its wall time and first/last training loss
     OUT/recipe.log      one line per stage start/finish, with timestamps
@@ -21,9 +23,8 @@ import dataclasses
 import json
 import math
 import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,7 +57,7 @@ class RecipeConfig:
     `vgt train vlm|ae|ar --help`): the recipe sizes the stages, it does not re-tune them."""
 
     name: str
-    #: small-VLM architecture preset (`vgt.backbones.tiny.SMALL_VLM_PRESETS`); sets the resolution and stride
+    #: small-VLM architecture preset (`vgt.vlm.model.SMALL_VLM_PRESETS`); sets the resolution and stride
     vlm_preset: str = "small"
     vlm_steps: int = 2400
     vlm_batch_size: int = 32
@@ -149,12 +150,18 @@ def recipe_preset(name: str, **overrides) -> RecipeConfig:
 @dataclass(frozen=True)
 class Stage:
     name: str
-    #: `vgt` command-line arguments of the stage
-    argv: tuple[str, ...]
+    #: the library call of the stage: `function(**arguments)`
+    function: Callable[..., object]
+    arguments: dict
+    #: the equivalent `vgt` command line (recorded in the log and OUT/recipe.json)
+    command: tuple[str, ...]
     #: a file that exists once the stage has finished
     done_marker: Path
     #: engine run directory (None for stages that do not train)
     run_dir: Path | None = None
+
+    def run(self) -> object:
+        return self.function(**self.arguments)
 
 
 def stage_dirs(out: str | os.PathLike) -> dict[str, Path]:
@@ -163,155 +170,83 @@ def stage_dirs(out: str | os.PathLike) -> dict[str, Path]:
     return {name: out / name for name in STAGES}
 
 
+def _flags(values: dict) -> tuple[str, ...]:
+    """`--name value` for each set value (`max_steps=3` -> `--max-steps 3`)."""
+    return tuple(item for k, v in values.items() if v is not None for item in (f"--{k.replace('_', '-')}", str(v)))
+
+
 def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
-    """The recipe as `vgt` commands, in order."""
+    """The recipe as library calls, in order, each with its `vgt` command line."""
+    from vgt.ae.cache import cache_latents
+    from vgt.ae.trainer import AEModelSpec, ae_stage_config, train_autoencoder
+    from vgt.ar.training import ARStageConfig, train_generator
+    from vgt.eval.benchmark import evaluate_pipeline_seeds
+    from vgt.train.config import preset
+    from vgt.vlm.pretrain import train_small_vlm
+
     d = stage_dirs(out)
     vlm, ae1, ae2, ar = d["vlm"] / "model", d["ae1"] / "model", d["ae2"] / "model", d["ar"] / "model"
-    train = ("--seed", str(cfg.seed), *(() if cfg.log_every is None else ("--log-every", str(cfg.log_every))))
-    hooks = () if cfg.eval_every is None else ("--eval-every", str(cfg.eval_every))
-    vlm_hooks = ("--eval-images", "0") if cfg.eval_every == 0 else hooks
-    ema_start = int(cfg.ar_steps * cfg.ar_ema_start_fraction)
-    samples = ("--eval-every", str(cfg.ar_sample_every), "--sample-prompts", *SAMPLE_PROMPTS) if cfg.ar_sample_every \
-        else hooks
-    ae_common = ("--backbone-path", str(vlm), "--image-size", str(cfg.image_size), *train, *hooks,
-                 *(() if cfg.ae_batch_size is None else ("--batch-size", str(cfg.ae_batch_size))))
-    ae_steps = [() if steps is None else ("--steps", str(steps)) for steps in (cfg.ae1_steps, cfg.ae2_steps)]
+    common = {"seed": cfg.seed, "log_every": cfg.log_every}  # None: the stage preset's value
+    hooks = {"eval_every": cfg.eval_every}
+    vlm_train = {"run_dir": str(d["vlm"]), "steps": cfg.vlm_steps, "batch_size": cfg.vlm_batch_size, **common,
+                 "eval_every": cfg.eval_every or None}
+    eval_images = 0 if cfg.eval_every == 0 else 100
+    ae_train = [{"run_dir": str(d[name]), "steps": steps, "batch_size": cfg.ae_batch_size, **common, **hooks}
+                for name, steps in (("ae1", cfg.ae1_steps), ("ae2", cfg.ae2_steps))]
+    ar_samples = {"eval_every": cfg.ar_sample_every} if cfg.ar_sample_every else hooks
+    ar_train = {"run_dir": str(d["ar"]), "steps": cfg.ar_steps, "batch_size": cfg.ar_batch_size, "lr": cfg.ar_lr,
+                "min_lr": cfg.ar_lr / 10, "precision": cfg.ar_precision, "ema_decay": cfg.ar_ema_decay,
+                "ema_start": int(cfg.ar_steps * cfg.ar_ema_start_fraction), **common, **ar_samples}
+    ar_stage = ARStageConfig(backbone_path=str(vlm), ae=str(ae2), data=(f"latents:{d['cache']}",),
+                             sampling_temperature=cfg.ar_sampling_temperature,
+                             sample_prompts=SAMPLE_PROMPTS if cfg.ar_sample_every else ())
+    shard_size = max(1, math.ceil(cfg.cache_samples / 8))
+
+    def train(values: dict, name: str):
+        return preset(name, **{k: v for k, v in values.items() if v is not None})
+
+    def train_flags(values: dict) -> tuple[str, ...]:
+        return _flags({("max_steps" if k == "steps" else k): v for k, v in values.items()})
+
+    ae_flags = ("--backbone-path", str(vlm), "--size", str(cfg.image_size))
     return [
-        Stage("vlm", ("train", "vlm", "--vlm-preset", cfg.vlm_preset, "--run-dir", str(d["vlm"]), "--steps",
-                      str(cfg.vlm_steps), "--batch-size", str(cfg.vlm_batch_size), *vlm_hooks, *train),
+        Stage("vlm", train_small_vlm,
+              dict(preset=cfg.vlm_preset, cfg=train(vlm_train, f"vlm-{cfg.vlm_preset}"), eval_images=eval_images),
+              ("train", "vlm", "--vlm-preset", cfg.vlm_preset, *train_flags(vlm_train),
+               *(("--eval-images", "0") if eval_images == 0 else ())),
               vlm / "config.json", d["vlm"]),
-        Stage("ae1", ("train", "ae", "--stage", "1", "--run-dir", str(d["ae1"]), *ae_steps[0], *ae_common),
+        Stage("ae1", train_autoencoder,
+              dict(stage=ae_stage_config(1, image_size=cfg.image_size),
+                   train_config=train(ae_train[0], "ae-stage1-cpu"), model=AEModelSpec(), backbone_path=str(vlm)),
+              ("train", "ae", "--stage", "1", *ae_flags, *train_flags(ae_train[0])),
               ae1 / "model.safetensors", d["ae1"]),
-        Stage("ae2", ("train", "ae", "--stage", "2", "--init", str(ae1), "--run-dir", str(d["ae2"]), *ae_steps[1],
-                      "--noise-gamma", str(cfg.noise_gamma), *ae_common),
+        Stage("ae2", train_autoencoder,
+              dict(stage=ae_stage_config(2, image_size=cfg.image_size, noise_gamma=cfg.noise_gamma),
+                   train_config=train(ae_train[1], "ae-stage2-cpu"), model=AEModelSpec(init=str(ae1)),
+                   backbone_path=str(vlm)),
+              ("train", "ae", "--stage", "2", "--init", str(ae1), "--noise-gamma", str(cfg.noise_gamma), *ae_flags,
+               *train_flags(ae_train[1])),
               ae2 / "model.safetensors", d["ae2"]),
-        Stage("cache", ("cache-latents", "--model", str(ae2), "--backbone-path", str(vlm), "--data", "shapes",
-                        "--num-samples", str(cfg.cache_samples), "--resolution", str(cfg.image_size),
-                        "--shard-size", str(max(1, math.ceil(cfg.cache_samples / 8))), "--seed", str(cfg.seed),
-                        "--out", str(d["cache"])), d["cache"] / "index.json"),
-        Stage("ar", ("train", "ar", "--backbone-path", str(vlm), "--ae", str(ae2), "--data", f"latents:{d['cache']}",
-                     "--run-dir", str(d["ar"]), "--steps", str(cfg.ar_steps), "--batch-size", str(cfg.ar_batch_size),
-                     "--lr", str(cfg.ar_lr), "--min-lr", str(cfg.ar_lr / 10), "--precision", cfg.ar_precision,
-                     "--ema-decay", str(cfg.ar_ema_decay), "--ema-start", str(ema_start),
-                     "--sampling-temperature", str(cfg.ar_sampling_temperature), *train, *samples),
+        Stage("cache", cache_latents,
+              dict(ae_dir=str(ae2), data=["shapes"], out=str(d["cache"]), backbone_path=str(vlm), size=cfg.image_size,
+                   num_samples=cfg.cache_samples, shard_size=shard_size, seed=cfg.seed),
+              ("cache-latents", "--model", str(ae2), "--backbone-path", str(vlm), "--data", "shapes", "--num-samples",
+               str(cfg.cache_samples), "--size", str(cfg.image_size), "--shard-size", str(shard_size), "--seed",
+               str(cfg.seed), "--out", str(d["cache"])),
+              d["cache"] / "index.json"),
+        Stage("ar", train_generator, dict(stage=ar_stage, train_config=train(ar_train, "ar-cpu")),
+              ("train", "ar", "--backbone-path", str(vlm), "--ae", str(ae2), "--data", f"latents:{d['cache']}",
+               "--sampling-temperature", str(cfg.ar_sampling_temperature),
+               *(("--sample-prompts", *SAMPLE_PROMPTS) if cfg.ar_sample_every else ()), *train_flags(ar_train)),
               ar / "pipeline.json", d["ar"]),
-        Stage("eval", ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), "--seeds", str(cfg.seed), *(
-            ("--prompts-per-category", str(cfg.eval_prompts_per_category)) if cfg.eval_prompts_per_category else ()),
-                       "--n-per-prompt", str(cfg.eval_images_per_prompt)), d["eval"] / "scores.json"),
+        Stage("eval", evaluate_pipeline_seeds,
+              dict(model=str(ar), out=str(d["eval"]), seeds=[cfg.seed],
+                   prompts_per_category=cfg.eval_prompts_per_category, n_per_prompt=cfg.eval_images_per_prompt),
+              ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), "--seeds", str(cfg.seed),
+               *_flags({"prompts_per_category": cfg.eval_prompts_per_category}),
+               "--num-images-per-prompt", str(cfg.eval_images_per_prompt)),
+              d["eval"] / "scores.json"),
     ]
-
-
-# ------------------------------------------------------------------------------------------------- evaluation
-
-SPLITS = ("report", "tune")
-#: the tune split samples from these seeds on (seed s -> TUNE_SEED_OFFSET + s), never from a reporting seed
-TUNE_SEED_OFFSET = 1000
-
-
-def shapes_eval_subset(prompts_per_category: int | None = None, split: str = "report") -> list[dict]:
-    """The ShapesEval prompt set, or `prompts_per_category` prompts of each category spread evenly over it (a
-    reduced evaluation; the full set repeats each category's distinct prompts up to >= 80 lines).
-
-    `split="tune"` draws a set for choosing settings (temperature, guidance, steps) that the reported score does
-    not use: per category, the distinct prompts the reporting subset leaves out, in a fixed shuffled order, then
-    (where a category has too few distinct prompts, e.g. 3 for single_object) the reporting ones again; its
-    images are sampled from other seeds (`TUNE_SEED_OFFSET`)."""
-    import numpy as np
-
-    from vgt.data.shapes import GENEVAL_TAGS
-    from vgt.eval.shapes import shapes_eval_prompts
-
-    if split not in SPLITS:
-        raise ValueError(f"unknown split {split!r}; choose from {', '.join(SPLITS)}")
-    rows = shapes_eval_prompts()
-    if prompts_per_category is None and split == "report":
-        return rows
-    subset = []
-    for tag in GENEVAL_TAGS:
-        category = [r for r in rows if r["tag"] == tag]  # the distinct prompts, repeated in the same order
-        distinct = len({r["prompt"] for r in category})
-        take = min(prompts_per_category or len(category), len(category))
-        if take <= distinct:  # evenly spaced distinct prompts
-            report = [category[(i * distinct) // take] for i in range(take)]
-        else:  # every distinct prompt, then repeats
-            report = category[:take]
-        if split == "report":
-            subset += report
-            continue
-        used = {r["prompt"] for r in report}
-        unique = list({r["prompt"]: r for r in category[:distinct]}.values())
-        order = np.random.default_rng([TUNE_SEED_OFFSET, GENEVAL_TAGS.index(tag)]).permutation(len(unique))
-        fresh = [unique[i] for i in order if unique[i]["prompt"] not in used]
-        reused = [unique[i] for i in order if unique[i]["prompt"] in used]
-        subset += ((fresh + reused) * -(-take // distinct))[:take]
-    return subset
-
-
-def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, prompts_per_category: int | None = None,
-                      n_per_prompt: int = 4, seed: int = 0, sampling: Sequence[str] = (), split: str = "report",
-                      ) -> dict:
-    """ShapesEval of a VGT pipeline folder (None: the shipped model) at one sampling seed: writes the prompt set,
-    generates it in GenEval layout with `vgt sample-benchmark` (resumable), judges it and writes OUT/scores.json
-    (scores with their 95% interval over prompts), which also records the model, prompt set, split, seed and
-    sampler settings. `sampling`: extra `vgt sample-benchmark` flags. `split="tune"`: the tuning prompt draw
-    (`shapes_eval_subset`). Samples left in OUT by a run with other settings are removed and generated again,
-    not judged as these."""
-    from vgt.ar.config import ARConfig
-    from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
-    from vgt.cli import main
-    from vgt.eval.shapes import PROMPT_SET_VERSION, evaluate_layout
-    from vgt.io import write_jsonl
-    from vgt.pretrained import resolve_model_dir
-
-    model_dir = resolve_model_dir(model)
-    out = Path(out)
-    prompts = write_jsonl(out / "prompts.jsonl", shapes_eval_subset(prompts_per_category, split))
-    sample_seed = seed + (TUNE_SEED_OFFSET if split == "tune" else 0)
-    settings = {"model": str(model_dir), "prompts_per_category": prompts_per_category, "n_per_prompt": n_per_prompt,
-                "seed": seed, "sampler_flags": list(sampling), **({"split": split} if split != "report" else {})}
-    # OUT/samples only ever holds images of the recorded settings: others (or unrecorded ones) are removed before
-    # the new settings are recorded, so an interrupted run resumes with nothing of the old one left to judge
-    settings_file, samples = out / "samples_settings.json", out / "samples"
-    if samples.exists() and (not settings_file.is_file() or json.loads(settings_file.read_text()) != settings):
-        shutil.rmtree(samples)
-    write_json(settings_file, settings)
-    argv = ["sample-benchmark", "--prompts", str(prompts), "--out", str(samples), "--model", str(model_dir),
-            "--n-per-prompt", str(n_per_prompt), "--seed", str(sample_seed), *sampling]
-    if main(argv) != 0:
-        raise RuntimeError(f"`vgt {' '.join(argv)}` failed")
-    scores, results = evaluate_layout(samples)
-    defaults = ARConfig.load(model_dir / GENERATOR_DIR / CONFIG_NAME).sampling.__dict__
-    scores.update(model=str(model_dir), prompt_set=PROMPT_SET_VERSION, split=split,
-                  prompts_per_category=prompts_per_category, n_per_prompt=n_per_prompt, seed=seed,
-                  sampling_seed=sample_seed, sampler_defaults=dict(defaults), sampler_flags=list(sampling),
-                  command=f"vgt {' '.join(argv)}")
-    write_jsonl(out / "per_image.jsonl", results)
-    write_json(out / "scores.json", scores)
-    return scores
-
-
-def evaluate_pipeline_seeds(model: str | os.PathLike | None, out: str | os.PathLike, seeds: Sequence[int],
-                            prompts_per_category: int | None = None, n_per_prompt: int = 4,
-                            sampling: Sequence[str] = (), split: str = "report") -> dict:
-    """ShapesEval over several sampling seeds: `evaluate_pipeline` per seed in OUT/seed-S, and OUT/scores.json with
-    their mean (the score), each seed's scores and a 95% bootstrap interval over prompts (a prompt's images from
-    every seed resampled together)."""
-    from vgt.eval.shapes import summarize
-
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
-    out = Path(out)
-    runs = {seed: evaluate_pipeline(model, out / f"seed-{seed}", prompts_per_category, n_per_prompt, seed, sampling,
-                                    split) for seed in seeds}
-    per_seed = {seed: [json.loads(line) for line in (out / f"seed-{seed}" / "per_image.jsonl").read_text().splitlines()]
-                for seed in seeds}
-    scores = summarize([row for rows in per_seed.values() for row in rows], per_seed)
-    first = runs[seeds[0]]
-    scores.update({k: first[k] for k in ("model", "prompt_set", "split", "prompts_per_category", "n_per_prompt",
-                                         "sampler_defaults", "sampler_flags")},
-                  commands=[run["command"] for run in runs.values()])
-    write_json(out / "scores.json", scores)
-    return scores
 
 
 # ------------------------------------------------------------------------------------------------- running
@@ -341,14 +276,11 @@ def training_losses(run_dir: str | os.PathLike) -> dict | None:
             "last_loss": losses[-1][1]}
 
 
-def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, stop_after: str | None = None,
-               runner: Callable[[Sequence[str]], int] | None = None) -> dict:
+def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, stop_after: str | None = None) -> dict:
     """Run (or continue) the recipe in `out`; returns the state written to OUT/recipe.json. `stop_after` ends the
     run after the named stage. A folder started with another recipe config is refused rather than mixed."""
     if stop_after is not None and stop_after not in STAGES:
         raise ValueError(f"unknown stage {stop_after!r}; stages are {', '.join(STAGES)}")
-    if runner is None:
-        from vgt.cli import main as runner
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
@@ -362,11 +294,10 @@ def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, stop_after: str | None
             _log(out, f"{stage.name}: done already, skipped ({stage.done_marker})")
         else:
             resuming = stage.run_dir is not None and (stage.run_dir / "checkpoints").is_dir()
-            _log(out, f"{stage.name}: {'resuming' if resuming else 'starting'}: vgt {' '.join(stage.argv)}")
+            _log(out, f"{stage.name}: {'resuming' if resuming else 'starting'}: vgt {' '.join(stage.command)}")
             start = time.perf_counter()
             try:
-                if runner(list(stage.argv)) != 0:
-                    raise RuntimeError(f"recipe stage {stage.name} failed: vgt {' '.join(stage.argv)}")
+                stage.run()
                 if not stage.done_marker.is_file():
                     raise RuntimeError(f"recipe stage {stage.name} ended without writing {stage.done_marker}")
             except BaseException as error:
@@ -375,7 +306,7 @@ def run_recipe(cfg: RecipeConfig, out: str | os.PathLike, stop_after: str | None
                 raise
             seconds = time.perf_counter() - start
             record = {"seconds": round(seconds, 1), "finished": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                      "command": "vgt " + " ".join(stage.argv)}
+                      "command": "vgt " + " ".join(stage.command)}
             if stage.run_dir is not None:
                 record["losses"] = training_losses(stage.run_dir)
             state["stages"][stage.name] = {**state["stages"].get(stage.name, {}), **record}

@@ -18,6 +18,8 @@ hold only what trains.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -145,3 +147,136 @@ def export_autoencoder(module: AETrainingModule, checkpoint: str | Path, out_dir
     which = load_checkpoint_weights(module, checkpoint, use_ema=use_ema)
     module.ae.save_pretrained(out_dir)
     return which
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+
+#: the model-size preset (`vgt.ae.config.AE_PRESETS`) of a fresh VGT-AE, per scale and encoder
+AE_SCALE_PRESETS = {("cpu", "vlm"): "small-cpu", ("cpu", "pixel"): "pixel-small-cpu",
+                    ("full", "vlm"): "internvl3-f32c32", ("full", "pixel"): "pixel-f32c32"}
+#: world seed of held-out ShapesWorld images (training streams use world seed 0)
+HELDOUT_WORLD_SEED = 7_000_001
+
+
+@dataclass(frozen=True)
+class AEModelSpec:
+    """Which VGT-AE a stage trains: an exported one to continue (`init`, stage 2), or a fresh one of the
+    model-size preset `preset` with these changes."""
+
+    encoder: str = "vlm"
+    preset: str = "small-cpu"
+    init: str | None = None
+    #: a pretrained DC-AE folder (diffusers AutoencoderDC) to start the decoder from
+    dcae_path: str | None = None
+    #: decoder architecture (`vgt.ae.dcae.DCAE_PRESETS`) instead of the preset's
+    dcae_preset: str | None = None
+    latent_channels: int | None = None
+    #: pixel encoder: pixels per latent (default: the VLM's stride)
+    stride: int | None = None
+    disc_channels: int = 64
+
+
+def ae_stage_config(stage: int, scale: str = "cpu", encoder: str = "vlm", **changes) -> AEStageConfig:
+    """The stage preset `{scale}-stage{stage}` with `changes`; a pixel-encoder AE trains on pixel losses only
+    (no self-distillation, no perceptual loss) unless `changes` say otherwise."""
+    from vgt.ae.config import stage_preset
+
+    if encoder == "pixel":
+        changes = {"distill_weight": 0.0, "perceptual": "none", **changes}
+    return stage_preset(f"{scale}-stage{stage}", **changes)
+
+
+def heldout_images(data: Sequence[str] | None, size: int, num: int, seed: int) -> torch.Tensor:
+    """`num` images [num, 3, size, size]: held-out ShapesWorld scenes for the default `shapes` data, else the start
+    of the source."""
+    from vgt.data.sources import ShapesSource, build_source, first_images
+
+    specs = list(data or ["shapes"])
+    source = ShapesSource(size, world_seed=HELDOUT_WORLD_SEED) if specs == ["shapes"] else build_source(specs, size)
+    return first_images(source, num, seed=seed, repeat=False)
+
+
+class ReconstructionHook:
+    """Reconstruct a fixed held-out batch with the evaluation weights: logs PSNR/SSIM, saves a side-by-side grid."""
+
+    def __init__(self, images: torch.Tensor):
+        self.images = images
+
+    def __call__(self, ctx) -> dict:
+        from vgt.ae.metrics import ssim_per_image
+        from vgt.images import save_png, side_by_side
+
+        with ctx.eval_model() as module, torch.no_grad():
+            images = self.images.to(ctx.accelerator.device)
+            recon = torch.cat([module.ae(images[i : i + 16]).sample.float() for i in range(0, len(images), 16)])
+        save_png(side_by_side(images[:8], recon[:8]), ctx.run_dir / "samples" / f"step_{ctx.step:08d}.png")
+        return {"psnr": psnr_per_image(recon, images).mean().item(),
+                "ssim": ssim_per_image(recon, images).mean().item()}
+
+
+def build_autoencoder(spec: AEModelSpec, stage: AEStageConfig, backbone, backbone_path: str | None
+                      ) -> VGTAutoencoder:
+    """The VGT-AE a stage starts from (see `AEModelSpec`)."""
+    from vgt.ae.config import ae_preset
+    from vgt.ae.dcae import DCAE_PRESETS
+
+    if spec.init:
+        if spec.dcae_path or spec.dcae_preset:
+            raise ValueError("--init continues an existing VGT-AE; --dcae/--dcae-preset apply to a fresh one")
+        ae = VGTAutoencoder.from_pretrained(spec.init, backbone=backbone)
+        if ae.config.encoder != spec.encoder:
+            raise ValueError(f"--init {spec.init} holds a {ae.config.encoder!r}-encoder VGT-AE, not --encoder "
+                             f"{spec.encoder}")
+        return ae
+    if stage.stage == 2:
+        raise ValueError("stage 2 continues a stage-1 model: pass --init STAGE1_RUN_DIR/model")
+    overrides = {}
+    if spec.latent_channels:
+        overrides["latent_channels"] = spec.latent_channels
+    if spec.dcae_preset:
+        overrides["dcae"] = {**DCAE_PRESETS[spec.dcae_preset], "latent_channels": spec.latent_channels or 32}
+    if spec.encoder == "pixel":
+        stride = spec.stride or (backbone.vision.stride if backbone is not None else None)
+        if stride:
+            overrides["stride"] = stride
+    else:
+        overrides["backbone_path"] = str(Path(backbone_path).resolve())
+    config = ae_preset(spec.preset, **overrides)
+    return VGTAutoencoder.from_backbone(backbone if spec.encoder == "vlm" else None, config, dcae_path=spec.dcae_path)
+
+
+def train_autoencoder(stage: AEStageConfig, train_config, model: AEModelSpec = AEModelSpec(),
+                      backbone_path: str | None = None, backbone: str = "auto",
+                      data: Sequence[str] | None = None):
+    """Train one VGT-AE stage (resuming from `train_config.run_dir`) and export the autoencoder (EMA weights when
+    present) to RUN_DIR/model. `train_config.lr` is the autoencoder's; the vision path and the discriminator train
+    at `stage.encoder_lr_mult` and `stage.discriminator_lr` through lr multipliers (a user's own multipliers win).
+    Returns the engine's `TrainResult` with `model_dir` set where the model was exported (on the main process)."""
+    import dataclasses
+
+    from vgt.backbones.registry import load_frozen_backbone
+    from vgt.data.sources import build_source
+    from vgt.train import Hook, train
+
+    if model.encoder == "vlm" and not backbone_path:
+        raise ValueError("a VLM-encoder VGT-AE needs backbone_path (--backbone-path DIR: the VLM whose vision path "
+                         "is tuned)")
+    vlm = load_frozen_backbone(backbone, backbone_path) if backbone_path else None
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(train_config.seed)
+        ae = build_autoencoder(model, stage, vlm, backbone_path)
+        module = AETrainingModule(ae, stage, teacher=vlm.vision if vlm is not None else None,
+                                  discriminator=DiscriminatorConfig(base_channels=model.disc_channels))
+    ae.grid_size(stage.image_size, stage.image_size)  # a clear error before training when the size does not fit
+    cfg = dataclasses.replace(train_config, lr_multipliers={**module.lr_multipliers(train_config.lr),
+                                                            **train_config.lr_multipliers})
+    specs = list(data or ["shapes"])
+    source = build_source(specs, stage.image_size)
+    hooks = [Hook(ReconstructionHook(heldout_images(data, stage.image_size, 32, seed=12345)), name="heldout")]
+    extra = {"ae": ae.config.to_dict(), "ae_stage": stage.to_dict(), "data": specs}
+    result = train(module, ae_loss_fn, source, cfg, hooks=hooks, extra_config=extra, find_unused_parameters=True)
+    if result.checkpoint is None or not result.is_main_process:
+        return result
+    out = Path(cfg.run_dir) / "model"
+    which = export_autoencoder(module, result.checkpoint, out)
+    return dataclasses.replace(result, model_dir=out, weights=which)

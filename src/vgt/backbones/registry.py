@@ -9,7 +9,7 @@ from vgt.backbones.base import Backbone
 
 _BACKBONES: dict[str, type[Backbone]] = {}
 #: modules whose import registers the built-in backbones (imported lazily: they pull in transformers)
-_BUILTIN_MODULES = ("vgt.backbones.internvl", "vgt.backbones.qwen2_5_vl", "vgt.backbones.tiny")
+_BUILTIN_MODULES = ("vgt.backbones.internvl", "vgt.backbones.qwen2_5_vl", "vgt.vlm.model")
 
 
 def register(name: str):
@@ -55,3 +55,10 @@ def load_backbone(name: str, path: str | Path, **kwargs) -> Backbone:
     if name not in _BACKBONES:
         raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(names + ['auto'])}")
     return _BACKBONES[name].from_pretrained(path, **kwargs)
+
+
+def load_frozen_backbone(name: str, path: str | Path) -> Backbone:
+    """`load_backbone` in eval mode with no gradients: a teacher or a feature network, never trained."""
+    backbone = load_backbone(name, path)
+    backbone.requires_grad_(False)
+    return backbone.eval()

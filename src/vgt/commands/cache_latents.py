@@ -1,4 +1,5 @@
-"""`vgt cache-latents`: encode a data set once with a trained VGT-AE, so VGT-AR trains without running the AE."""
+"""`vgt cache-latents`: encode a data set once with a trained VGT-AE (`vgt.ae.cache.cache_latents`), so VGT-AR
+trains without running the AE."""
 
 from __future__ import annotations
 
@@ -8,35 +9,12 @@ from vgt.argtypes import finite_float, non_negative_int, positive_int
 
 
 def run_cache_latents(args: argparse.Namespace) -> int:
-    import torch
+    from vgt.ae.cache import cache_latents
 
-    from vgt.ae.model import VGTAutoencoder
-    from vgt.data.latents import write_latent_cache
-    from vgt.data.sources import build_source
-    from vgt.devices import resolve_device
-    from vgt.io import check_replaceable
-
-    args.device = resolve_device(args.device)
-
-    # the cache may not replace (or be written into) the model or the data it is made from
-    inputs = [args.model, *(spec.partition(":")[2] for spec in args.data if ":" in spec and
-                            not spec.startswith("shapes"))]
-    check_replaceable(args.out, args.overwrite, protect=[p for p in inputs if p])
-    ae = VGTAutoencoder.from_pretrained(args.model, backbone_path=args.backbone_path).to(args.device).eval()
-    resolution = args.resolution or ae.config.image_size
-    if resolution is None:
-        raise SystemExit(f"vgt cache-latents: {args.model} records no training resolution; pass --resolution")
-    ae.grid_size(resolution, resolution)  # a clear error when the size does not fit the stride
-    source = build_source(args.data, resolution, args.data_weights)
-
-    def encode(images: torch.Tensor) -> torch.Tensor:
-        return ae.encode(images).latent
-
-    out = write_latent_cache(
-        source, encode, args.out, num_samples=args.num_samples, batch_size=args.batch_size,
-        shard_size=args.shard_size, seed=args.seed, device=args.device, dtype=args.dtype,
-        description=f"VGT-AE {args.model} at {resolution}px", overwrite=args.overwrite,
-    )
+    out = cache_latents(args.model, args.data, args.out, backbone_path=args.backbone_path, size=args.size,
+                        num_samples=args.num_samples, data_weights=args.data_weights, batch_size=args.batch_size,
+                        shard_size=args.shard_size, seed=args.seed, dtype=args.dtype, device=args.device,
+                        overwrite=args.overwrite)
     print(f"wrote latent cache {out}; train from it with --data latents:{out}")
     return 0
 
@@ -52,7 +30,7 @@ def add_commands(tree) -> None:
     p.add_argument("--out", required=True, help="cache directory to create")
     p.add_argument("--num-samples", type=positive_int,
                        help="samples to encode (required for endless sources like shapes)")
-    p.add_argument("--resolution", type=positive_int, help="image size (default: the AE's training resolution)")
+    p.add_argument("--size", type=positive_int, help="image size (default: the AE's training resolution)")
     p.add_argument("--batch-size", type=positive_int, default=32, help="images per encoder call")
     p.add_argument("--shard-size", type=positive_int, default=1000,
                        help="samples per tar shard (>= one shard per reader)")

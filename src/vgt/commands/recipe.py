@@ -1,5 +1,5 @@
-"""`vgt recipe shapes` (the whole pipeline on ShapesWorld), `vgt recipe pack` (ship a trained pipeline in the
-package) and `vgt eval model` (ShapesEval of a pipeline in one command)."""
+"""`vgt recipe shapes` (the whole pipeline on ShapesWorld) and `vgt recipe pack` (ship a trained pipeline in the
+package)."""
 
 from __future__ import annotations
 
@@ -63,28 +63,8 @@ def run_recipe_pack(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_eval_model(args: argparse.Namespace) -> int:
-    from vgt.eval.shapes import format_scores
-    from vgt.recipe import evaluate_pipeline_seeds
-
-    chosen = {name: getattr(args, name.replace("-", "_")) for name in (
-        "steps", "cfg", "cfg-schedule", "tokens-per-step", "order", "sampler", "temperature", "size", "device",
-        "dtype", "threads")}
-    chosen = {name: value for name, value in chosen.items() if value is not None}
-    flags = [item for name, value in chosen.items() for item in (f"--{name}", str(value))]
-    scores = evaluate_pipeline_seeds(args.model, args.out, args.seeds, args.prompts_per_category, args.n_per_prompt,
-                                     flags, args.split)
-    print(format_scores(scores))
-    if args.split == "tune":
-        print("split: tune (a prompt draw and seeds for choosing settings; report the chosen ones with --split report)")
-    print("sampler: " + ", ".join(f"{k}={v}" for k, v in {**scores["sampler_defaults"], **chosen}.items()))
-    print(f"scores written to {Path(args.out) / 'scores.json'} (per seed: {Path(args.out) / 'seed-S'})")
-    return 0
-
-
 def add_commands(tree) -> None:
-    from vgt.commands.generate import _add_sampling_args
-    from vgt.recipe import RECIPES, SPLITS, STAGES
+    from vgt.recipe import RECIPES, STAGES
 
     tree.group("recipe", "End-to-end recipes: train every stage, ship the result.")
     p = tree.command("recipe shapes", run_recipe_shapes,
@@ -113,18 +93,3 @@ def add_commands(tree) -> None:
     p.add_argument("--check-dir", help="keep the comparison's images here (default: a temporary folder)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace an existing --out that is not a VGT pipeline folder (and everything in it)")
-
-    p = tree.command("eval model", run_eval_model,
-                     "ShapesEval of a VGT model: generate the prompt set (GenEval layout), judge it, print the scores.")
-    p.add_argument("--out", required=True, help="folder for prompts.jsonl, samples/ and scores.json (resumable; "
-                   "samples made with other settings are removed and generated again)")
-    p.add_argument("--prompts-per-category", type=positive_int,
-                   help="a reduced evaluation: this many prompts per category (default: the full ShapesEval set)")
-    p.add_argument("--n-per-prompt", type=positive_int, default=4, help="images per prompt")
-    p.add_argument("--seeds", type=non_negative_int, nargs="+", default=[0, 1],
-                   help="sampling seeds (each image has its own generator from seed, prompt and sample index); the "
-                        "score is their mean, reported with each seed's score and a 95%% interval")
-    p.add_argument("--split", choices=SPLITS, default="report",
-                   help="report: the ShapesEval prompts a score is quoted on; tune: another prompt draw and other "
-                        "seeds, to choose sampler settings on without touching the reported score")
-    _add_sampling_args(p)

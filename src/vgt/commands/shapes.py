@@ -11,7 +11,7 @@ from vgt.argtypes import non_negative_int, positive_int
 def _export(args: argparse.Namespace) -> int:
     from vgt.data.shapes import export_split
 
-    out = export_split(args.out, args.n, args.seed, args.resolution, args.tasks, start=args.start,
+    out = export_split(args.out, args.n, args.seed, args.size, args.tasks, start=args.start,
                        overwrite=args.overwrite)
     print(f"wrote {args.n} samples to {out} (metadata.jsonl + PNGs)")
     return 0
@@ -47,7 +47,7 @@ def _render(args: argparse.Namespace) -> int:
     from vgt.eval.shapes import read_prompts, render_ground_truth
 
     prompts = read_prompts(args.prompts) if args.prompts else None
-    out = render_ground_truth(args.out, prompts, args.samples, args.resolution, args.seed, overwrite=args.overwrite)
+    out = render_ground_truth(args.out, prompts, args.samples, args.size, args.seed, overwrite=args.overwrite)
     print(f"rendered ground truth into {out}; score it with: vgt eval shapes {out}")
     return 0
 
@@ -60,7 +60,7 @@ def add_commands(tree) -> None:
     p.add_argument("--out", required=True, help="output directory (must be new or empty)")
     p.add_argument("--n", type=positive_int, required=True, help="number of samples")
     p.add_argument("--seed", type=non_negative_int, default=0)
-    p.add_argument("--resolution", type=positive_int, default=128, help="image side in pixels")
+    p.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
     p.add_argument("--tasks", nargs="+", default=list(GENEVAL_TAGS), choices=TASKS, help="task types to draw from")
     p.add_argument("--start", type=non_negative_int, default=0,
                        help="first sample index (splits: disjoint index ranges)")
@@ -77,6 +77,6 @@ def add_commands(tree) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument("--prompts", help="prompt .jsonl file (default: the built-in ShapesEval set)")
     p.add_argument("--samples", type=positive_int, default=4, help="images per prompt")
-    p.add_argument("--resolution", type=positive_int, default=128)
+    p.add_argument("--size", type=positive_int, default=128, help="image side in pixels")
     p.add_argument("--seed", type=non_negative_int, default=0)
     p.add_argument("--overwrite", action="store_true", help="replace prompt directories that exist")

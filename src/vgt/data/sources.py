@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from vgt.data.transforms import decode_image, prepare_image
@@ -373,6 +374,20 @@ class MixSource(Source):
             except StopIteration:
                 return
             yield [k, list(cursors)], item
+
+
+def first_images(source: Source, n: int, seed: int = 12345, repeat: bool = True) -> torch.Tensor:
+    """The first `n` readable images of `source` [n, 3, H, W] (a fixed batch for a sample or evaluation hook);
+    fewer when a non-repeating source ends first, an error when it has none."""
+    images = []
+    for _, item in readable(source.stream(0, 1, seed=seed, repeat=repeat), source.label()):
+        if isinstance(item, dict):
+            images.append(item["image"])
+        if len(images) == n:
+            break
+    if not images:
+        raise ValueError(f"{source.label()} has no readable images")
+    return torch.stack(images)
 
 
 def parse_source(spec: str, resolution: int) -> Source:

@@ -151,8 +151,8 @@ def random_release_pipeline(release: str, seed: int = 0):
     from vgt.ar.pipeline import VGTPipeline
     from vgt.backbones.internvl import InternVLBackbone
     from vgt.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
-    from vgt.backbones.tiny import build_word_tokenizer
     from vgt.official.convert import OFFICIAL_IMAGE_START, OFFICIAL_PROMPT_TEMPLATE, OFFICIAL_SAMPLING
+    from vgt.vlm.model import build_word_tokenizer
 
     qwen = release.startswith("qwen")
     torch.manual_seed(seed)

@@ -58,7 +58,7 @@ def load_base_vlm(vlm: str | Path, report: ConversionReport):
     from vgt.backbones.internvl import InternVLBackbone
     from vgt.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
     from vgt.backbones.registry import load_backbone
-    from vgt.backbones.tiny import seeded_model
+    from vgt.vlm.model import seeded_model
 
     vlm = Path(vlm)
     model_type = read_model_type(vlm)

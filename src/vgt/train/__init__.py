@@ -11,7 +11,7 @@ import importlib
 _EXPORTS = {
     "vgt.train.checkpoint": ["latest_checkpoint", "list_checkpoints", "load_checkpoint_weights", "load_state_strict",
                              "load_weights"],
-    "vgt.train.config": ["PRESETS", "TrainConfig", "add_train_args", "config_from_args", "preset"],
+    "vgt.train.config": ["TRAIN_PRESETS", "TrainConfig", "add_train_args", "config_from_args", "preset"],
     "vgt.train.ema": ["EMA"],
     "vgt.train.engine": ["Hook", "HookContext", "NonFiniteLossError", "StepContext", "Trainer", "TrainResult",
                          "train"],

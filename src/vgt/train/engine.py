@@ -12,7 +12,6 @@ import contextlib
 import json
 import logging
 import math
-import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -23,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import Accelerator, DistributedType
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import set_seed
 from torch import nn
 from tqdm.auto import tqdm
 
@@ -35,6 +34,8 @@ from vgt.train.loader import StreamPosition, make_loader
 from vgt.train.lock import RunDirLock
 from vgt.train.logging import MetricsLogger, write_run_info
 from vgt.train.optim import build_optimizer, set_lr
+from vgt.train.process import make_accelerator
+from vgt.train.resume import check_resumed_config, find_resume_checkpoint, step_of
 
 logger = logging.getLogger(__name__)
 
@@ -97,77 +98,12 @@ class TrainResult:
     metrics: dict = field(default_factory=dict)  # the last logged metrics line
     skipped: int = 0  # unreadable samples skipped, all processes together
     is_main_process: bool = True  # False on the other ranks of a multi-process run (e.g. to print/export once)
+    model_dir: Path | None = None  # where a stage function exported the trained model (main process only)
+    weights: str | None = None  # which weights it exported: "ema" or "model"
 
 
 class NonFiniteLossError(RuntimeError):
     pass
-
-
-def _mixed_precision(precision: str) -> str:
-    return {"fp32": "no", "bf16": "bf16", "fp16": "fp16"}[precision]
-
-
-def _make_accelerator(precision: str, find_unused_parameters: bool) -> Accelerator:
-    """An Accelerator for this run. accelerate keeps process-wide state that refuses a second precision; a
-    single-process program (a notebook, a script training two stages) may change it between runs."""
-    from accelerate.state import AcceleratorState, PartialState
-
-    shared = AcceleratorState._shared_state
-    if shared and shared.get("_mixed_precision") != _mixed_precision(precision) and PartialState().num_processes == 1:
-        AcceleratorState._reset_state()
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if os.environ.get("ACCELERATE_USE_CPU") == "True" and "MASTER_ADDR" in os.environ and launched == 1 and not any(
-        v in os.environ for v in ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE")
-    ):
-        raise RuntimeError(
-            "`accelerate launch --cpu --num_processes N` starts a single process (without mpirun accelerate cannot "
-            "start several CPU processes). For N processes on CPU use `torchrun --standalone --nproc_per_node N "
-            "-m vgt ...` or `accelerate launch --multi_gpu --num_processes N -m vgt ...` (CPU + gloo without GPUs)."
-        )
-    accelerator = Accelerator(
-        mixed_precision=_mixed_precision(precision),
-        # torchrun on a machine without GPUs: accelerate only joins the process group when told to use the CPU
-        cpu=launched > 1 and not torch.cuda.is_available(),
-        kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
-    )
-    if accelerator.num_processes != launched:
-        raise RuntimeError(
-            f"launched as {launched} processes but accelerate set up {accelerator.num_processes}; launch with "
-            "torchrun or `accelerate launch --multi_gpu`, or check the distributed environment"
-        )
-    return accelerator
-
-
-#: settings that may differ on resume: how long to train and how often to log, save and evaluate
-RESUMABLE_CHANGES = {"steps", "log_every", "save_every", "eval_every", "keep_last", "resume", "run_dir",
-                     "allow_config_change"}
-#: stage settings that only change what is evaluated during training, not what is trained
-EVALUATION_SETTINGS = {"eval_images"}
-CONFIG_CHANGES_FILE = "config_changes.jsonl"
-
-
-def _flatten(config: dict, prefix: str = "") -> dict:
-    flat = {}
-    for key, value in config.items():
-        if isinstance(value, dict) and value:
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def config_changes(saved: dict, new: dict) -> list[str]:
-    """'name: old -> new' for every setting of `new` that differs from the run's saved config.json, except the
-    `RESUMABLE_CHANGES` of the training config and the stage's `EVALUATION_SETTINGS`."""
-    old, now = _flatten(saved), _flatten(new)
-    ignored = {f"train.{name}" for name in RESUMABLE_CHANGES}
-    checked = [k for k in sorted(set(old) | set(now)) if k not in ignored and k.rpartition(".")[2] not in
-               EVALUATION_SETTINGS]
-    return [f"{k}: {json.dumps(old.get(k))} -> {json.dumps(now.get(k))}" for k in checked if old.get(k) != now.get(k)]
-
-
-def _step_of(path: Path) -> int:
-    return int(path.name.split("_")[-1])
 
 
 def _seed_for(*values: int) -> int:
@@ -186,7 +122,7 @@ class Trainer:
         self.run_dir = Path(cfg.run_dir)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise FileExistsError(f"--run-dir {str(self.run_dir)!r} is a file; a run directory is due there")
-        self.accelerator = accelerator or _make_accelerator(cfg.precision, find_unused_parameters)
+        self.accelerator = accelerator or make_accelerator(cfg.precision, find_unused_parameters)
         created = not self.run_dir.exists()
         self.lock = RunDirLock(self.run_dir) if self.accelerator.is_main_process else None
         try:
@@ -212,9 +148,10 @@ class Trainer:
             raise ValueError("EMA is not supported with FSDP (the weights are sharded); set --ema-decay 0")
 
         config = json.loads(json.dumps({"train": cfg.to_dict(), **(extra_config or {})}))
-        resume_from, state = self._resume_checkpoint()
+        resume_from, state = find_resume_checkpoint(self.run_dir, self.cfg.resume)
         if resume_from is not None:
-            self._check_config(resume_from, config)
+            check_resumed_config(resume_from, config, self.run_dir, self.cfg.allow_config_change,
+                                 acc.is_main_process)
             ckpt.load_state_strict(model, state["model"], str(resume_from / ckpt.MODEL_FILE))
         optimizer = build_optimizer(model, cfg)
         self.model, self.optimizer = acc.prepare(model, optimizer)
@@ -231,7 +168,7 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if acc.is_main_process:
             if resume_from is not None:  # a later checkpoint belongs to an abandoned branch (or is damaged)
-                later = [p for p in ckpt.list_checkpoints(self.run_dir) if _step_of(p) > self.step]
+                later = [p for p in ckpt.list_checkpoints(self.run_dir) if step_of(p) > self.step]
                 if later:
                     moved = ckpt.set_aside(later)
                     logger.warning("resuming from step %d: set aside the later checkpoint(s) %s in %s, so that "
@@ -251,51 +188,6 @@ class Trainer:
         self.last_checkpoint = resume_from
 
     # -- checkpoints -------------------------------------------------------------------------------------------
-    def _resume_checkpoint(self) -> tuple[Path | None, dict | None]:
-        """The checkpoint to continue from and its files, read (`ckpt.read_checkpoint`). With `auto`, a damaged
-        newest checkpoint is skipped with a warning for the previous readable one."""
-        resume = self.cfg.resume
-        if resume == "never":
-            if ckpt.latest_checkpoint(self.run_dir) is not None:
-                raise FileExistsError(
-                    f"{self.run_dir} already holds checkpoints; use --resume auto to continue it or a new --run-dir"
-                )
-            return None, None
-        if resume == "auto":
-            found = ckpt.list_checkpoints(self.run_dir)
-            for path in reversed(found):
-                try:
-                    return path, ckpt.read_checkpoint(path)
-                except (ValueError, OSError) as err:
-                    logger.warning("checkpoint %s is damaged (%s); falling back to the previous one", path, err)
-            if found:
-                raise ValueError(f"no readable checkpoint in {self.run_dir} ({len(found)} damaged); resume from an "
-                                 "intact copy with --resume DIR, or start a new --run-dir")
-            return None, None
-        path = Path(resume)
-        if not (path / ckpt.META_FILE).is_file():
-            raise FileNotFoundError(f"--resume {resume}: not a complete checkpoint directory (no {ckpt.META_FILE})")
-        return path, ckpt.read_checkpoint(path)
-
-    def _check_config(self, path: Path, config: dict) -> None:
-        """Resume only with the settings the run was made with (see docs/training.md, Resume)."""
-        saved_file = path.parent.parent / "config.json"
-        if not saved_file.is_file():
-            return
-        changes = config_changes(json.loads(saved_file.read_text()), config)
-        if not changes:
-            return
-        listing = "; ".join(changes)
-        if not self.cfg.allow_config_change:
-            raise ValueError(
-                f"resuming {path} with changed settings: {listing}. Resume with the settings the run was started "
-                "with, start a new --run-dir, or pass --allow-config-change to continue with the new ones"
-            )
-        logger.warning("resuming %s with changed settings (--allow-config-change): %s", path, listing)
-        if self.accelerator.is_main_process:
-            with open(self.run_dir / CONFIG_CHANGES_FILE, "a") as f:
-                f.write(json.dumps({"resumed_from": str(path), "changes": changes}) + "\n")
-
     def _load_state(self, path: Path, state: dict, num_parts: int) -> dict:
         acc = self.accelerator
         trainer = state["trainer"]

@@ -67,16 +67,3 @@ class ReconstructionSamples:
         grid = torch.cat([torch.cat(list(images), dim=2), torch.cat(list(recon), dim=2)], dim=1)
         save_png(to_pil(grid), ctx.run_dir / "samples" / f"step_{ctx.step:08d}.png")
         return {"mse": torch.nn.functional.mse_loss(recon, images).item()}
-
-
-def first_images(source, n: int) -> torch.Tensor:
-    """`n` readable images from the start of a source (a fixed batch for the sample hook)."""
-    from vgt.data.sources import readable
-
-    images = []
-    for _, item in readable(source.stream(0, 1, seed=12345), source.label()):
-        if isinstance(item, dict):
-            images.append(item["image"])
-        if len(images) == n:
-            return torch.stack(images)
-    raise ValueError("the data source has no readable images")

@@ -2,28 +2,19 @@
 
 The run directory holds the engine's checkpoints and metrics (loss, token accuracy and, every `eval_every` steps,
 the held-out understanding accuracies: the training curve). At the end the evaluation weights (EMA when enabled)
-are exported as a standard HF folder loadable with `load_backbone("tiny", DIR)`.
+are exported as a standard HF folder loadable with `load_backbone("tiny", DIR)`. Its training schedules are
+`vlm-small` and `vlm-toy` in `vgt.train.config.TRAIN_PRESETS`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vgt.backbones.tiny import SMALL_VLM_PRESETS, build_small_vlm
-from vgt.backbones.understanding import METRIC_KEYS, CaptioningModel, caption_batch, evaluate_understanding
+from vgt.vlm.model import SMALL_VLM_PRESETS, build_small_vlm
+from vgt.vlm.understanding import METRIC_KEYS, CaptioningModel, caption_batch, evaluate_understanding
 
 #: world seed of the training stream (the held-out scenes use `understanding.EVAL_WORLD_SEED`)
 TRAIN_WORLD_SEED = 0
-
-#: training hyper-parameters per architecture preset (flags of `vgt train vlm` override them)
-VLM_TRAINING: dict[str, dict] = {
-    # bf16 autocast: 1.9x the fp32 throughput on CPU, so 2,400 steps fit the 30-minute budget of two cores
-    "small": dict(steps=2400, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100, weight_decay=0.05,
-                  grad_clip=1.0, precision="bf16", log_every=10, save_every=200, eval_every=400),
-    "toy": dict(steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, weight_decay=0.0, grad_clip=1.0,
-                log_every=5, save_every=20, eval_every=0),
-}
-
 
 def understanding_loss(model: CaptioningModel, batch: dict, ctx) -> tuple:
     """Engine loss function: tokenize the captions, then cross-entropy on the answer tokens."""

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from vgt.backbones.base import VisionEncoder
 from vgt.backbones.internvl import InternVLBackbone
-from vgt.backbones.tiny import DESCRIBE_INSTRUCTION, IMAGE_END, IMAGE_START
+from vgt.vlm.model import DESCRIBE_INSTRUCTION, IMAGE_END, IMAGE_START
 
 IGNORE = -100
 #: world seed of the held-out evaluation scenes (training streams use other seeds)

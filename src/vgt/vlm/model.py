@@ -1,8 +1,10 @@
-"""Tiny VLMs built here: random-weight test configs of the real HF classes, the small VLM's architecture, and the
-word-level tokenizer (built offline with `tokenizers`) that both use.
+"""The small VLM built here: its architecture presets, its word-level tokenizer (built offline with `tokenizers`),
+and the small HF configs it shares with the random-weight test backbones (`tiny_internvl_config`,
+`tiny_qwen2_5_vl_config`, `tiny_internvl_backbone`, `tiny_qwen2_5_vl_backbone`).
 
 The small VLM is an `InternVLForConditionalGeneration` like InternVL3, only smaller, so the InternVL adapter serves
-it unchanged; it is registered as the "tiny" backbone.
+it unchanged; it is registered under the backbone name "tiny" (the name saved in existing model folders'
+`backbone/vgt_backbone.json`).
 """
 
 from __future__ import annotations
@@ -155,8 +157,8 @@ def tiny_qwen2_5_vl_backbone(seed: int = 0, words: Iterable[str] = (), **config_
     return Qwen2_5_VLBackbone(seeded_model(Qwen2_5_VLForConditionalGeneration, config, seed), tokenizer)
 
 
-@register("tiny")
-class TinyVLMBackbone(InternVLBackbone):
+@register("tiny")  # the registry name that model folders record; kept so they load
+class SmallVLMBackbone(InternVLBackbone):
     """The small VLM pretrained here for understanding: InternVL architecture with the word-level tokenizer."""
 
     name = "tiny"
@@ -196,7 +198,7 @@ def shapes_tokenizer() -> PreTrainedTokenizerFast:
     return build_word_tokenizer([" ".join(vocabulary_words())])
 
 
-def build_small_vlm(config: SmallVLMConfig, seed: int = 0) -> TinyVLMBackbone:
+def build_small_vlm(config: SmallVLMConfig, seed: int = 0) -> SmallVLMBackbone:
     """A freshly initialized small VLM (random weights from `seed`) with the ShapesWorld tokenizer.
 
     The ViT's learned position embeddings start from 2-D sine-cosine codes instead of HF's zeros, so locations
@@ -212,4 +214,4 @@ def build_small_vlm(config: SmallVLMConfig, seed: int = 0) -> TinyVLMBackbone:
     with torch.no_grad():
         codes = model.model.vision_tower.embeddings.position_embeddings
         codes[0, 1:] = POSITION_CODE_SCALE * sincos_2d(side, side, config.vision_width)
-    return TinyVLMBackbone(model, tokenizer)
+    return SmallVLMBackbone(model, tokenizer)
