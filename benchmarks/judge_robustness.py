@@ -17,7 +17,8 @@ import io
 import numpy as np
 from PIL import Image, ImageFilter
 
-from vgt.data.shapes import PromptSpec, render_scene, scene_for_prompt
+from vgt.data.shapes import PromptSpec, render_scene
+from vgt.data.shapes_world import scene_for_prompt
 from vgt.eval.judge import detect_objects, judge_image
 from vgt.eval.shapes import shapes_eval_prompts, summarize
 

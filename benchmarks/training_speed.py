@@ -24,7 +24,7 @@ from speed_common import flop_counter, matmul_peak
 from vgt.ae.config import ae_preset
 from vgt.ae.model import VGTAutoencoder
 from vgt.ar.training import build_generator
-from vgt.data.shapes import ShapesWorld
+from vgt.data.shapes_world import ShapesWorld
 from vgt.vlm.model import SMALL_VLM_PRESETS, build_small_vlm
 
 

@@ -120,7 +120,7 @@ def test_understanding_path_reuses_the_tuned_tower(backbone):
 
 
 def test_tiny_overfit_through_the_engine(backbone, tmp_path):
-    from vgt.data.sources import ShapesSource
+    from vgt.data.readers import ShapesSource
     from vgt.train import preset, read_metrics, train
 
     module = make_module(backbone, gan_weight=0.1, gan_start=15)

@@ -1,16 +1,30 @@
+"""The `vgt` command line: the help lists the commands in the order a user needs them, fast."""
+
 import subprocess
 import sys
 
 from vgt.cli import main, run
 
 
-def test_help_lists_command_groups(capsys):
+def test_help_lists_the_commands_in_the_order_a_user_needs_them(capsys):
     try:
         main(["--help"])
     except SystemExit as exit:
         assert exit.code == 0
     out = capsys.readouterr().out
-    assert "train" in out and "eval" in out
+    listed = [line.split()[0] for line in out.split("commands:")[1].splitlines()[2:] if line.startswith("    ")
+              and not line.startswith("     ")]
+    assert listed[:6] == ["generate", "sample-benchmark", "sampling-defaults", "train", "eval", "recipe"]
+    assert {"shapes", "caption", "reconstruct", "cache-latents", "convert"} <= set(listed)
+
+
+def test_each_command_module_is_named_after_its_command():
+    import pkgutil
+
+    import vgt.commands
+    from vgt.cli import COMMANDS
+
+    assert sorted(COMMANDS) == sorted(m.name for m in pkgutil.iter_modules(vgt.commands.__path__))
 
 
 def test_console_entry_point_runs():

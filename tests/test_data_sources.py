@@ -10,16 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vgt.data.sources import (
-    ImageFolderSource,
-    MixSource,
-    ShapesSource,
-    Skipped,
-    UnreadableDataError,
-    WebDatasetSource,
-    build_source,
-    readable,
-)
+from vgt.data.readers import ImageFolderSource, ShapesSource, WebDatasetSource, build_source
+from vgt.data.sources import MixSource, Skipped, UnreadableDataError, readable
 from vgt.data.transforms import prepare_image
 from vgt.train.loader import StreamPosition, make_loader
 

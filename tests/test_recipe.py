@@ -1,8 +1,5 @@
-"""The ShapesWorld recipe end to end (`--quick`), resuming, packing the result, and the default-model lookup.
-
-The quick recipe trains every stage for tens of steps (~1 minute on one CPU thread). It runs once per module on one
-thread: on a machine shared with other jobs, PyTorch's thread pool slows such tiny models down many times over.
-"""
+"""The ShapesWorld recipe end to end (`--quick`, the `quick_run` fixture of conftest.py), resuming, its stages as
+library calls, and the ShapesEval of a whole model (`vgt eval model`, `evaluate_pipeline`)."""
 
 from __future__ import annotations
 
@@ -18,20 +15,7 @@ from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
 from vgt.eval.benchmark import TUNE_SEED_OFFSET, evaluate_pipeline, shapes_eval_subset
-from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
 from vgt.recipe import STAGES, build_stages, recipe_preset, run_recipe
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        out = tmp_path_factory.mktemp("recipe") / "quick"
-        state = run_recipe(recipe_preset("quick"), out)
-        yield out, state
-    finally:
-        torch.set_num_threads(threads)
 
 
 def test_quick_recipe_runs_every_stage_and_losses_fall(quick_run):
@@ -60,46 +44,6 @@ def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(quick_run
     assert all(f"{name}: done already, skipped" in log for name in STAGES)
     with pytest.raises(ValueError, match="ar_steps"):
         run_recipe(recipe_preset("quick", ar_steps=41), out)
-
-
-def test_pack_stores_float16_and_loads_back(quick_run, tmp_path):
-    out, _ = quick_run
-    source = out / "ar" / "model"
-    report = pack_pipeline(source, tmp_path / "packed")
-    assert report.tensors_float16 > 0 and report.max_relative_error <= 1e-3
-    assert report.bytes_after < 0.6 * report.bytes_before
-    assert json.loads((tmp_path / "packed" / PACK_REPORT).read_text())["tensors_float16"] == report.tensors_float16
-    reference, packed = VGTPipeline.from_pretrained(source), VGTPipeline.from_pretrained(tmp_path / "packed")
-    assert next(packed.model.parameters()).dtype == torch.float32  # stored fp16, loaded back to fp32
-    latents = torch.randn(2, 32, 4, 4, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        a, b = reference.ae.decode(latents).sample, packed.ae.decode(latents).sample
-    assert (a - b).abs().max() < 2e-2
-    with pytest.raises(ValueError, match="budget"):
-        pack_pipeline(source, tmp_path / "too-small", max_bytes=1000)
-    assert not (tmp_path / "too-small").exists()
-
-
-def test_pack_command_compares_against_float32(quick_run, tmp_path, capsys):
-    out, _ = quick_run
-    assert main(["recipe", "pack", "--model", str(out / "ar" / "model"), "--out", str(tmp_path / "packed"),
-                 "--check-prompts-per-category", "1", "--check-images", "1"]) == 0
-    comparison = json.loads((tmp_path / "packed" / PACK_REPORT).read_text())["comparison"]
-    assert comparison["images"] == len(GENEVAL_TAGS)
-    assert 0 <= comparison["shapes_eval_packed"] <= 1 and "identical" in capsys.readouterr().out
-
-
-def test_default_model_comes_from_the_environment_or_the_package(quick_run, tmp_path, monkeypatch):
-    out, _ = quick_run
-    monkeypatch.setenv(DEFAULT_MODEL_ENV, str(out / "ar" / "model"))
-    assert default_model_dir() == out / "ar" / "model"
-    assert resolve_model_dir(None) == out / "ar" / "model"
-    assert isinstance(VGTPipeline.from_pretrained(), VGTPipeline)
-    assert main(["generate", "two red circles", "--num-inference-steps", "2", "--out", str(tmp_path / "x.png")]) == 0
-    assert (tmp_path / "x.png").is_file()
-    monkeypatch.setenv(DEFAULT_MODEL_ENV, str(tmp_path / "nothing"))
-    with pytest.raises(FileNotFoundError, match="vgt recipe shapes"):
-        VGTPipeline.from_pretrained()
 
 
 def test_each_stage_is_the_library_call_of_its_recorded_command():

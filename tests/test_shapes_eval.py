@@ -11,19 +11,8 @@ import pytest
 from PIL import Image, ImageFilter
 
 from vgt.cli import main
-from vgt.data.shapes import (
-    COLORS,
-    GENEVAL_TAGS,
-    MIN_SIZE,
-    SHAPES,
-    PromptSpec,
-    Scene,
-    ShapeObject,
-    place_objects,
-    render_scene,
-    scene_for_prompt,
-    size_range,
-)
+from vgt.data.shapes import COLORS, GENEVAL_TAGS, MIN_SIZE, SHAPES, PromptSpec, Scene, ShapeObject, render_scene
+from vgt.data.shapes_world import place_objects, scene_for_prompt, size_range
 from vgt.eval.foreign import FOREIGN_KINDS, random_foreign_scene
 from vgt.eval.judge import MIN_AREA_FRACTION, apply_rules, detect_objects, judge_image, relative_position
 from vgt.eval.layout import read_layout, write_prompt_samples

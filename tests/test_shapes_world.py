@@ -1,3 +1,5 @@
+"""ShapesWorld: scenes, captions and prompts that say exactly what is drawn, reproducible streams, exported splits."""
+
 import json
 from collections import Counter
 from itertools import islice
@@ -16,7 +18,6 @@ from vgt.data.shapes import (
     SHAPES,
     Scene,
     ShapeObject,
-    ShapesWorld,
     compare_scene_caption,
     parse_scene_caption,
     render_scene,
@@ -25,6 +26,7 @@ from vgt.data.shapes import (
     split_words,
     vocabulary_words,
 )
+from vgt.data.shapes_world import ShapesWorld
 
 
 def test_same_seed_same_samples_and_different_seed_differs():

@@ -8,15 +8,14 @@ import sys
 
 import pytest
 from safetensors.torch import load_file
-from test_train_engine import losses, write_folder
 
 from vgt.cli import main
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def _toy_cli(run_dir, processes):
-    args = ["train", "toy", "--run-dir", str(run_dir), "--data", f"folder:{run_dir.parent / 'data'}",
+def _toy_cli(run_dir, processes, data):
+    args = ["train", "toy", "--run-dir", str(run_dir), "--data", f"folder:{data}",
             "--size", "16", "--width", "8", "--max-steps", "4", "--batch-size", "8", "--noise", "0.2",
             "--log-every", "1", "--save-every", "2"]
     if processes == 1:
@@ -34,24 +33,22 @@ def _torchrun(processes, *args) -> subprocess.CompletedProcess:
     return result
 
 
-def test_two_process_ddp_matches_one_process_from_the_cli(tmp_path):
-    (tmp_path / "data").mkdir()
-    write_folder(tmp_path / "data")
-    _toy_cli(tmp_path / "one", 1)
-    _toy_cli(tmp_path / "two", 2)
+def test_two_process_ddp_matches_one_process_from_the_cli(tmp_path, image_folder, logged_losses):
+    _toy_cli(tmp_path / "one", 1, image_folder)
+    _toy_cli(tmp_path / "two", 2, image_folder)
     assert json.loads((tmp_path / "two/run_info.json").read_text())["num_processes"] == 2
     one = load_file(str(tmp_path / "one/checkpoints/step_00000004/model.safetensors"))
     two = load_file(str(tmp_path / "two/checkpoints/step_00000004/model.safetensors"))
     assert max((one[k] - two[k]).abs().max().item() for k in one) < 1e-5
     # a tolerance, not rounding: two losses 1e-9 apart can round to different 5th decimals
-    one_losses, two_losses = losses(tmp_path / "one"), losses(tmp_path / "two")
+    one_losses, two_losses = logged_losses(tmp_path / "one"), logged_losses(tmp_path / "two")
     assert [s for s, _ in one_losses] == [s for s, _ in two_losses]
     assert [x for _, x in two_losses] == pytest.approx([x for _, x in one_losses], abs=1e-5)
     # the 2-process run resumes exactly as well
     shutil.rmtree(tmp_path / "two/checkpoints/step_00000004")
-    before = losses(tmp_path / "two")
-    _toy_cli(tmp_path / "two", 2)
-    assert losses(tmp_path / "two") == before
+    before = logged_losses(tmp_path / "two")
+    _toy_cli(tmp_path / "two", 2, image_folder)
+    assert logged_losses(tmp_path / "two") == before
 
 
 _DDP_WORKER = """

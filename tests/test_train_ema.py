@@ -1,3 +1,6 @@
+"""The weight EMA: copies the weights before its start step and averages after; swapping the average in and out,
+and its state round trip."""
+
 import torch
 from torch import nn
 

@@ -7,10 +7,9 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from safetensors.torch import load_file
 
-from vgt.data.sources import ImageFolderSource
+from vgt.data.readers import ImageFolderSource
 from vgt.train import (
     Hook,
     NonFiniteLossError,
@@ -27,37 +26,9 @@ from vgt.train.toy import DenoisingLoss, ToyAutoencoder, build_toy_model
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-def write_folder(root):
-    """24 random non-square RGB images with captions, HF imagefolder layout."""
-    rng = np.random.default_rng(0)
-    with open(root / "metadata.jsonl", "w") as f:
-        for i in range(24):
-            array = rng.integers(0, 256, size=(20, 28, 3), dtype=np.uint8)
-            Image.fromarray(array).save(root / f"{i:03d}.png")
-            f.write(json.dumps({"file_name": f"{i:03d}.png", "text": f"image {i}"}) + "\n")
-    return root
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("images"))
-
-
-def run(folder, run_dir, dropout=0.2, noise=0.1, **overrides):
-    values = dict(run_dir=str(run_dir), steps=8, batch_size=4, lr=3e-3, min_lr=3e-4, warmup_steps=3,
-                  weight_decay=0.01, log_every=1, save_every=4, keep_last=5, ema_decay=0.9, ema_start=2)
-    cfg = TrainConfig(**{**values, **overrides})
-    model = build_toy_model(width=8, dropout=dropout, seed=0)
-    return train(model, DenoisingLoss(noise), ImageFolderSource(folder, 16), cfg)
-
-
-def losses(run_dir):
-    return [(m["step"], m["loss"]) for m in read_metrics(run_dir) if "loss" in m]
-
-
-def test_resumed_run_equals_uninterrupted_run(folder, tmp_path):
+def test_resumed_run_equals_uninterrupted_run(image_folder, tmp_path, train_toy, logged_losses):
     full = tmp_path / "full"
-    result = run(folder, full)
+    result = train_toy(image_folder, full)
     assert result.step == 8 and [c.name for c in list_checkpoints(full)] == ["step_00000004", "step_00000008"]
     # Interrupt after step 4: keep only that checkpoint, then resume (dropout + noise exercise the RNG restore,
     # 24 images at batch 4 cross an epoch boundary of the shuffled order).
@@ -65,9 +36,9 @@ def test_resumed_run_equals_uninterrupted_run(folder, tmp_path):
     shutil.copytree(full, cut)
     for path in list_checkpoints(cut)[1:]:
         shutil.rmtree(path)
-    resumed = run(folder, cut)
+    resumed = train_toy(image_folder, cut)
     assert resumed.step == 8
-    assert losses(cut) == losses(full)  # bit-identical, and the log reads as one run
+    assert logged_losses(cut) == logged_losses(full)  # bit-identical, and the log reads as one run
     a = load_file(str(full / "checkpoints/step_00000008/model.safetensors"))
     b = load_file(str(cut / "checkpoints/step_00000008/model.safetensors"))
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -76,21 +47,21 @@ def test_resumed_run_equals_uninterrupted_run(folder, tmp_path):
     assert all(torch.equal(ea[k], eb[k]) for k in ea)
 
 
-def test_resume_is_exact_with_data_workers(folder, tmp_path):
+def test_resume_is_exact_with_data_workers(image_folder, tmp_path, train_toy, logged_losses):
     full, cut = tmp_path / "full", tmp_path / "cut"
-    run(folder, full, steps=6, save_every=3, num_workers=2)
+    train_toy(image_folder, full, steps=6, save_every=3, num_workers=2)
     shutil.copytree(full, cut)
     shutil.rmtree(cut / "checkpoints/step_00000006")
-    run(folder, cut, steps=6, save_every=3, num_workers=2)
-    assert losses(cut) == losses(full)
+    train_toy(image_folder, cut, steps=6, save_every=3, num_workers=2)
+    assert logged_losses(cut) == logged_losses(full)
 
 
-def test_run_directory_contents_and_ema_export(folder, tmp_path):
+def test_run_directory_contents_and_ema_export(image_folder, tmp_path):
     seen = []
     cfg = TrainConfig(run_dir=str(tmp_path), steps=4, batch_size=4, log_every=2, save_every=0, eval_every=2,
                       ema_decay=0.5, seed=3)
     hook = Hook(lambda ctx: seen.append(ctx.step) or {"steps_seen": float(ctx.step)}, name="probe")
-    train(build_toy_model(8, 0.0, 0), DenoisingLoss(0.0), ImageFolderSource(folder, 16), cfg, hooks=[hook])
+    train(build_toy_model(8, 0.0, 0), DenoisingLoss(0.0), ImageFolderSource(image_folder, 16), cfg, hooks=[hook])
     assert seen == [2, 4]
     config = json.loads((tmp_path / "config.json").read_text())
     info = json.loads((tmp_path / "run_info.json").read_text())
@@ -109,44 +80,45 @@ def test_run_directory_contents_and_ema_export(folder, tmp_path):
         load_checkpoint_weights(ToyAutoencoder(4), checkpoint)
 
 
-def test_unreadable_images_are_counted_in_the_metrics(folder, tmp_path):
+def test_unreadable_images_are_counted_in_the_metrics(image_folder, tmp_path, train_toy):
     damaged = tmp_path / "data"
-    shutil.copytree(folder, damaged)
+    shutil.copytree(image_folder, damaged)
     (damaged / "005.png").write_bytes(b"\x89PNG broken")
-    result = run(damaged, tmp_path / "run", steps=7, ema_decay=0.0)  # 28 samples: one pass over 005.png at least
+    result = train_toy(damaged, tmp_path / "run", steps=7, ema_decay=0.0)  # 28 samples: one pass over 005.png at least
     assert result.skipped >= 1 and read_metrics(tmp_path / "run")[-1]["skipped"] == result.skipped
 
 
-def test_gradient_accumulation_matches_full_batch(folder, tmp_path):
+def test_gradient_accumulation_matches_full_batch(image_folder, tmp_path, train_toy):
     # with noise: each sample draws from its own generator, whichever micro-step holds it
-    run(folder, tmp_path / "a", dropout=0.0, noise=0.2, steps=3, batch_size=8, ema_decay=0.0)
-    run(folder, tmp_path / "b", dropout=0.0, noise=0.2, steps=3, batch_size=8, grad_accum=4, ema_decay=0.0)
+    train_toy(image_folder, tmp_path / "a", dropout=0.0, noise=0.2, steps=3, batch_size=8, ema_decay=0.0)
+    train_toy(image_folder, tmp_path / "b", dropout=0.0, noise=0.2, steps=3, batch_size=8, grad_accum=4, ema_decay=0.0)
     a = load_file(str(tmp_path / "a/checkpoints/step_00000003/model.safetensors"))
     b = load_file(str(tmp_path / "b/checkpoints/step_00000003/model.safetensors"))
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
 
 
-def test_bf16_autocast_keeps_fp32_master_weights(folder, tmp_path):
-    run(folder, tmp_path, steps=2, precision="bf16", ema_decay=0.0)
+def test_bf16_autocast_keeps_fp32_master_weights(image_folder, tmp_path, train_toy, logged_losses):
+    train_toy(image_folder, tmp_path, steps=2, precision="bf16", ema_decay=0.0)
     weights = load_file(str(latest_checkpoint(tmp_path) / "model.safetensors"))
     assert all(t.dtype == torch.float32 for t in weights.values())
-    assert all(np.isfinite(loss) for _, loss in losses(tmp_path))
+    assert all(np.isfinite(loss) for _, loss in logged_losses(tmp_path))
 
 
-def test_non_finite_loss_stops_with_last_good_checkpoint_intact(folder, tmp_path):
+def test_non_finite_loss_stops_with_last_good_checkpoint_intact(image_folder, tmp_path):
     def exploding(model, batch, ctx):
         loss, metrics = DenoisingLoss(0.0)(model, batch, ctx)
         return (loss * float("nan") if ctx.step == 5 else loss), metrics
 
     cfg = TrainConfig(run_dir=str(tmp_path), steps=10, batch_size=4, save_every=2, log_every=1)
     with pytest.raises(NonFiniteLossError, match=r"step 6.*step_00000004"):
-        train(build_toy_model(8, 0.0, 0), exploding, ImageFolderSource(folder, 16), cfg)
+        train(build_toy_model(8, 0.0, 0), exploding, ImageFolderSource(image_folder, 16), cfg)
     assert latest_checkpoint(tmp_path).name == "step_00000004"
     load_checkpoint_weights(ToyAutoencoder(8), latest_checkpoint(tmp_path))
     assert "error" in read_metrics(tmp_path)[-1]
 
 
-def test_interrupted_checkpoint_write_leaves_previous_checkpoint_loadable(folder, tmp_path, monkeypatch):
+def test_interrupted_checkpoint_write_leaves_previous_checkpoint_loadable(image_folder, tmp_path, monkeypatch,
+                                                                          train_toy):
     original = ckpt.save_weights
     calls = []
 
@@ -159,18 +131,18 @@ def test_interrupted_checkpoint_write_leaves_previous_checkpoint_loadable(folder
 
     monkeypatch.setattr(ckpt, "save_weights", crash_on_second_save)
     with pytest.raises(KeyboardInterrupt):
-        run(folder, tmp_path, ema_decay=0.0, steps=8)
+        train_toy(image_folder, tmp_path, ema_decay=0.0, steps=8)
     monkeypatch.setattr(ckpt, "save_weights", original)
     assert [c.name for c in list_checkpoints(tmp_path)] == ["step_00000004"]
     assert (tmp_path / "checkpoints/.step_00000008.partial").exists()  # the debris is never taken for a checkpoint
     load_checkpoint_weights(ToyAutoencoder(8), latest_checkpoint(tmp_path))
-    result = run(folder, tmp_path, ema_decay=0.0, steps=8)  # and the run continues from it
+    result = train_toy(image_folder, tmp_path, ema_decay=0.0, steps=8)  # and the run continues from it
     assert result.step == 8 and not (tmp_path / "checkpoints/.step_00000008.partial").exists()
 
 
-def test_resume_never_refuses_to_overwrite_and_explicit_resume_checks_world(folder, tmp_path):
-    run(folder, tmp_path, steps=2, save_every=2, ema_decay=0.0)
+def test_resume_never_refuses_to_overwrite_and_explicit_resume_checks_world(image_folder, tmp_path, train_toy):
+    train_toy(image_folder, tmp_path, steps=2, save_every=2, ema_decay=0.0)
     with pytest.raises(FileExistsError, match="--resume auto"):
-        run(folder, tmp_path, steps=4, ema_decay=0.0, resume="never")
+        train_toy(image_folder, tmp_path, steps=4, ema_decay=0.0, resume="never")
     with pytest.raises(ValueError, match="global batch"):
-        run(folder, tmp_path, steps=4, ema_decay=0.0, batch_size=8, allow_config_change=True)
+        train_toy(image_folder, tmp_path, steps=4, ema_decay=0.0, batch_size=8, allow_config_change=True)

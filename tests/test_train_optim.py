@@ -1,3 +1,6 @@
+"""Optimizer and schedule: AdamW groups without decay on 1-D parameters, warmup + cosine, the training presets
+and flags."""
+
 import math
 
 import pytest

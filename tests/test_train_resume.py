@@ -5,7 +5,6 @@ import logging
 import shutil
 
 import pytest
-from test_train_engine import losses, run, write_folder
 
 from vgt.train import list_checkpoints, read_metrics
 from vgt.train.lock import RunDirLock
@@ -14,78 +13,75 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    return write_folder(tmp_path_factory.mktemp("images"))
-
-
-@pytest.fixture(scope="module")
-def full(folder, tmp_path_factory):
+def full(image_folder, tmp_path_factory, train_toy):
     """An uninterrupted 8-step run (checkpoints at 4 and 8)."""
     import torch
 
     run_dir = tmp_path_factory.mktemp("full") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the tests that compare with it (module fixtures run outside single_thread)
-    run(folder, run_dir)
+    train_toy(image_folder, run_dir)
     torch.set_num_threads(threads)
     return run_dir
 
 
-def test_a_second_training_on_a_locked_run_dir_is_refused(folder, tmp_path):
+def test_a_second_training_on_a_locked_run_dir_is_refused(image_folder, tmp_path, train_toy):
     lock = RunDirLock(tmp_path / "run")
     with pytest.raises(FileExistsError, match="another training .* is running"):
-        run(folder, tmp_path / "run", steps=2)
+        train_toy(image_folder, tmp_path / "run", steps=2)
     assert list_checkpoints(tmp_path / "run") == []
     lock.release()
-    assert run(folder, tmp_path / "run", steps=2).step == 2
+    assert train_toy(image_folder, tmp_path / "run", steps=2).step == 2
     RunDirLock(tmp_path / "run").release()  # the finished run let go of it
 
 
 @pytest.mark.parametrize("change", [{"lr": 1e-3}, {"seed": 1}, {"precision": "bf16"}, {"batch_size": 8}])
-def test_changed_settings_on_resume_are_refused_unless_allowed(folder, full, tmp_path, change):
+def test_changed_settings_on_resume_are_refused_unless_allowed(image_folder, full, tmp_path, change, train_toy):
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
     shutil.rmtree(list_checkpoints(cut)[-1])
     config = (cut / "config.json").read_text()
     name = next(iter(change))
     with pytest.raises(ValueError, match=rf"changed settings: train\.{name}: .*--allow-config-change"):
-        run(folder, cut, **change)
+        train_toy(image_folder, cut, **change)
     assert (cut / "config.json").read_text() == config  # not rewritten
     if name != "batch_size":  # the global batch cannot change at all (the data position depends on it)
-        assert run(folder, cut, allow_config_change=True, **change).step == 8
+        assert train_toy(image_folder, cut, allow_config_change=True, **change).step == 8
         assert name in (cut / "config_changes.jsonl").read_text()
 
 
-def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(folder, full, tmp_path, caplog):
+def test_damaged_newest_checkpoint_falls_back_to_the_previous_one(image_folder, full, tmp_path, caplog, train_toy,
+                                                                  logged_losses):
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
     newest = list_checkpoints(cut)[-1]
     weights = newest / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:500])
     with caplog.at_level(logging.WARNING):
-        assert run(folder, cut).step == 8
+        assert train_toy(image_folder, cut).step == 8
     assert "damaged" in caplog.text and "falling back" in caplog.text
-    assert losses(cut) == losses(full)  # resumed exactly from step 4
+    assert logged_losses(cut) == logged_losses(full)  # resumed exactly from step 4
     assert (cut / "checkpoints" / "abandoned" / newest.name).is_dir()  # kept, out of the way
 
 
-def test_torn_last_metrics_line_is_dropped_on_resume(folder, full, tmp_path):
+def test_torn_last_metrics_line_is_dropped_on_resume(image_folder, full, tmp_path, train_toy, logged_losses):
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
     shutil.rmtree(list_checkpoints(cut)[-1])
     with open(cut / "metrics.jsonl", "a") as f:
         f.write('{"step": 7, "loss": 0.12')  # killed mid-write
-    assert run(folder, cut).step == 8
-    assert losses(cut) == losses(full) and len(read_metrics(cut)) == len(read_metrics(full))
+    assert train_toy(image_folder, cut).step == 8
+    assert logged_losses(cut) == logged_losses(full) and len(read_metrics(cut)) == len(read_metrics(full))
 
 
-def test_resume_auto_after_resuming_an_earlier_checkpoint_continues_the_new_branch(folder, full, tmp_path):
+def test_resume_auto_after_resuming_an_earlier_checkpoint_continues_the_new_branch(image_folder, full, tmp_path,
+                                                                                   train_toy, logged_losses):
     cut = tmp_path / "cut"
     shutil.copytree(full, cut)
     step4, step8 = list_checkpoints(cut)
-    assert run(folder, cut, resume=str(step4), steps=6, save_every=2).step == 6
+    assert train_toy(image_folder, cut, resume=str(step4), steps=6, save_every=2).step == 6
     assert [p.name for p in list_checkpoints(cut)] == ["step_00000004", "step_00000006"]
     assert (cut / "checkpoints" / "abandoned" / step8.name).is_dir()
-    branch = losses(cut)
-    assert run(folder, cut, steps=8).step == 8  # from step 6 of the new branch, not the abandoned step 8
-    assert [s for s, _ in losses(cut)] == list(range(1, 9)) and losses(cut)[:6] == branch
+    branch = logged_losses(cut)
+    assert train_toy(image_folder, cut, steps=8).step == 8  # from step 6 of the new branch, not the abandoned step 8
+    assert [s for s, _ in logged_losses(cut)] == list(range(1, 9)) and logged_losses(cut)[:6] == branch

@@ -23,7 +23,7 @@ def cache_latents(ae_dir: str | os.PathLike, data: Sequence[str], out: str | os.
 
     from vgt.ae.model import VGTAutoencoder
     from vgt.data.latents import write_latent_cache
-    from vgt.data.sources import build_source
+    from vgt.data.readers import build_source
     from vgt.devices import resolve_device
     from vgt.io import check_replaceable
 

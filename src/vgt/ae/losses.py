@@ -40,23 +40,6 @@ class FrozenFeatures(nn.Module):
         return self.network(images)
 
 
-class PerceptualLoss(nn.Module):
-    """MSE between a frozen network's features of the reconstruction and of the target. Any network works (the
-    VLM's own vision tower, a VGG/LPIPS trunk the user has weights for); gradients flow only into the images."""
-
-    def __init__(self, features: FrozenFeatures):
-        super().__init__()
-        self.features = features
-
-    def forward(
-        self, reconstruction: torch.Tensor, target: torch.Tensor, target_features: torch.Tensor | None = None
-    ) -> torch.Tensor:
-        if target_features is None:
-            with torch.no_grad():
-                target_features = self.features(target)
-        return F.mse_loss(self.features(reconstruction).float(), target_features.detach().float())
-
-
 def hinge_discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
     return F.relu(1.0 - real_logits.float()).mean() + F.relu(1.0 + fake_logits.float()).mean()
 

@@ -189,7 +189,8 @@ def ae_stage_config(stage: int, scale: str = "cpu", encoder: str = "vlm", **chan
 def heldout_images(data: Sequence[str] | None, size: int, num: int, seed: int) -> torch.Tensor:
     """`num` images [num, 3, size, size]: held-out ShapesWorld scenes for the default `shapes` data, else the start
     of the source."""
-    from vgt.data.sources import ShapesSource, build_source, first_images
+    from vgt.data.readers import ShapesSource, build_source
+    from vgt.data.sources import first_images
 
     specs = list(data or ["shapes"])
     source = ShapesSource(size, world_seed=HELDOUT_WORLD_SEED) if specs == ["shapes"] else build_source(specs, size)
@@ -255,7 +256,7 @@ def train_autoencoder(stage: AEStageConfig, train_config, model: AEModelSpec = A
     import dataclasses
 
     from vgt.backbones.registry import load_frozen_backbone
-    from vgt.data.sources import build_source
+    from vgt.data.readers import build_source
     from vgt.train import Hook, train
 
     if model.encoder == "vlm" and not backbone_path:

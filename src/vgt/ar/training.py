@@ -94,7 +94,7 @@ class ARStageConfig:
     backbone: str = "auto"
     #: generator architecture (`vgt.ar.config.AR_PRESETS`)
     model_preset: str = "cpu-small"
-    #: data specs (`vgt.data.sources.parse_source`) and their mix weights
+    #: data specs (`vgt.data.readers.parse_source`) and their mix weights
     data: tuple[str, ...] = ("shapes",)
     data_weights: tuple[float, ...] | None = None
     #: training image size (default: the AE's training resolution, else the preset's default grid)
@@ -121,7 +121,7 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
     from vgt.ae.model import VGTAutoencoder
     from vgt.ar.pipeline import PIPELINE_FILE, VGTPipeline
     from vgt.backbones.registry import load_backbone
-    from vgt.data.sources import build_source
+    from vgt.data.readers import build_source
     from vgt.eval.benchmark import ShapesEvalHook, evenly_spaced
     from vgt.eval.shapes import read_prompts
     from vgt.io import check_replaceable, holds

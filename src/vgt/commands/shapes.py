@@ -9,7 +9,7 @@ from vgt.argtypes import non_negative_int, positive_int
 
 
 def _export(args: argparse.Namespace) -> int:
-    from vgt.data.shapes import export_split
+    from vgt.data.shapes_world import export_split
 
     out = export_split(args.out, args.n, args.seed, args.size, args.tasks, start=args.start,
                        overwrite=args.overwrite)

@@ -100,7 +100,8 @@ def run_train_ar(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------------------------------------- train toy
 
 def run_train_toy(args: argparse.Namespace) -> int:
-    from vgt.data.sources import build_source, first_images
+    from vgt.data.readers import build_source
+    from vgt.data.sources import first_images
     from vgt.train import Hook, config_from_args, train
     from vgt.train.toy import DenoisingLoss, ReconstructionSamples, build_toy_model
 

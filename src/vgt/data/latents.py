@@ -1,8 +1,9 @@
 """Latent cache: encode a data set once with a (frozen) autoencoder, then train VGT-AR from the stored latents.
 
 A cache directory holds tar shards in the WebDataset layout — `KEY.latent.npy` (one latent [C, h, w]) and
-`KEY.txt` (its caption) — plus `index.json` describing it. `LatentCacheSource` reads it like any other source
-(partitioned shards, skip-and-count on damage, exact resume) and serves {"latent": [C, h, w], "caption": str}.
+`KEY.txt` (its caption) — plus `index.json` describing it. `vgt.data.readers.LatentCacheSource` reads it like any
+other source (partitioned shards, skip-and-count on damage, exact resume) and serves {"latent": [C, h, w],
+"caption": str}.
 The random crop of each image is drawn once, when the cache is written.
 """
 
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vgt.data.sources import IndexedSource, Sample, Skipped, Source, WebDatasetSource, readable
+from vgt.data.sources import IndexedSource, Sample, Skipped, Source, readable
 from vgt.io import check_replaceable, staging_directory
 
 INDEX_FILE = "index.json"
@@ -124,28 +125,3 @@ def write_latent_cache(
     return out
 
 
-class _LatentDecoder:
-    def __call__(self, raw: dict, rng: np.random.Generator) -> Sample:
-        if "latent.npy" not in raw or "txt" not in raw:
-            raise ValueError(f"latent cache sample {raw.get('__key__')} lacks latent.npy or txt")
-        latent = np.load(io.BytesIO(raw["latent.npy"]), allow_pickle=False)
-        return {"latent": torch.from_numpy(latent.astype(np.float32)), "caption": raw["txt"].decode("utf-8")}
-
-
-class LatentCacheSource(WebDatasetSource):
-    """Serves {"latent": FloatTensor [C, h, w], "caption": str} from a cache written by `write_latent_cache`."""
-
-    def __init__(self, cache_dir: str | os.PathLike, shuffle_shards: bool = True):
-        self.cache_dir = Path(cache_dir)
-        index_path = self.cache_dir / INDEX_FILE
-        if not index_path.is_file():
-            raise FileNotFoundError(
-                f"{index_path} not found: {self.cache_dir} is not a latent cache (write one with `vgt cache-latents` "
-                "or vgt.data.latents.write_latent_cache)"
-            )
-        self.index = json.loads(index_path.read_text())
-        super().__init__([str(self.cache_dir / name) for name in self.index["shards"]], decode=_LatentDecoder(),
-                         shuffle_shards=shuffle_shards)
-
-    def num_items(self) -> int:
-        return int(self.index["num_samples"])

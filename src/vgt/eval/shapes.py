@@ -19,17 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from vgt.data.shapes import (
-    COLORS,
-    GENEVAL_TAGS,
-    MAX_COUNT,
-    RELATIONS,
-    SHAPES,
-    PromptSpec,
-    make_prompt,
-    render_scene,
-    scene_for_prompt,
-)
+from vgt.data.shapes import COLORS, GENEVAL_TAGS, MAX_COUNT, RELATIONS, SHAPES, PromptSpec, make_prompt, render_scene
+from vgt.data.shapes_world import scene_for_prompt
 from vgt.eval.judge import judge_image
 from vgt.eval.layout import read_layout, write_prompt_samples
 

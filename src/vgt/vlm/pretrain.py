@@ -32,7 +32,7 @@ def train_small_vlm(preset: str, cfg, out: str | Path | None = None, eval_images
     it to `out` (default RUN_DIR/model) and return its final understanding metrics. `out` is checked first: it
     may not hold the run's checkpoints, nor be a folder vgt did not write unless `overwrite`."""
     from vgt.backbones.hf import BACKBONE_FILE
-    from vgt.data.sources import ShapesSource
+    from vgt.data.readers import ShapesSource
     from vgt.io import check_replaceable, holds
     from vgt.train import Hook, load_checkpoint_weights, train
 

@@ -172,7 +172,8 @@ def evaluate_understanding(backbone: InternVLBackbone, num_images: int = 200, ba
     """Caption held-out ShapesWorld scenes and score them. Returns the accuracies (fractions in [0, 1]) — strict
     `exact` and per attribute as `compare_scene_caption` defines them, and `exact_tol` (see
     `scene_matches_within_tolerance`) — the number of images and a few examples."""
-    from vgt.data.shapes import ShapesWorld, compare_scene_caption
+    from vgt.data.shapes import compare_scene_caption
+    from vgt.data.shapes_world import ShapesWorld
     from vgt.images import to_tensor
 
     _require_internvl(backbone)

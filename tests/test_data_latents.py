@@ -5,8 +5,9 @@ import json
 import pytest
 import torch
 
-from vgt.data.latents import LatentCacheSource, write_latent_cache
-from vgt.data.sources import ShapesSource, Skipped, parse_source
+from vgt.data.latents import write_latent_cache
+from vgt.data.readers import LatentCacheSource, ShapesSource, parse_source
+from vgt.data.sources import Skipped
 from vgt.train import TrainConfig, train
 from vgt.train.loader import StreamPosition, make_loader
 

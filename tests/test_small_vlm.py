@@ -10,7 +10,8 @@ from transformers import AutoTokenizer
 from vgt.backbones import load_backbone
 from vgt.backbones.base import GENERATION_INSTRUCTION
 from vgt.cli import main
-from vgt.data.shapes import ShapesWorld, vocabulary_words
+from vgt.data.shapes import vocabulary_words
+from vgt.data.shapes_world import ShapesWorld
 from vgt.images import to_tensor
 from vgt.train import preset
 from vgt.vlm.model import (
