@@ -71,6 +71,8 @@ class AETrainingModule(nn.Module):
         self.ae = ae
         self.stage = stage
         ae.config.channel_norm = stage.channel_norm
+        # training-only; once `VGTAutoencoder.forward(x, noise_gamma=...)` takes it, this line goes and `forward`
+        # below passes `noise_gamma=stage.noise_gamma`
         ae.config.noise_gamma = stage.noise_gamma
         ae.config.image_size = stage.image_size
         is_vlm = ae.config.encoder == "vlm"

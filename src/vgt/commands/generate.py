@@ -14,14 +14,15 @@ from vgt.argtypes import finite_float, non_negative_int, positive_int
 
 #: the pipeline's sampling arguments, each a flag of the same name (unset: the model's saved default)
 SAMPLING_FLAGS: dict[str, dict] = {
-    "num_inference_steps": dict(type=positive_int, help="flow-head sampler steps per token group"),
-    "guidance_scale": dict(type=finite_float, aliases=("--cfg",),
+    "num_inference_steps": dict(type=positive_int, metavar="N", help="flow-head sampler steps per token group"),
+    "guidance_scale": dict(type=finite_float, aliases=("--cfg",), metavar="SCALE",
                            help="classifier-free guidance scale (1 disables guidance)"),
     "cfg_schedule": dict(choices=("constant", "linear"), help="guidance over the decoding groups"),
-    "tokens_per_step": dict(type=positive_int, help="latent positions decoded per forward pass (1 = training order)"),
+    "tokens_per_step": dict(type=positive_int, metavar="N",
+                            help="latent positions decoded per forward pass (1 = training order)"),
     "order": dict(choices=("random", "raster"), help="generation order of the latent positions"),
     "sampler": dict(choices=("sde", "euler", "heun"), help="flow-head sampler"),
-    "temperature": dict(type=finite_float, help="scale of the flow-head sampler's noise (1: as trained)"),
+    "temperature": dict(type=finite_float, metavar="T", help="scale of the flow-head sampler's noise (1: as trained)"),
 }
 
 
