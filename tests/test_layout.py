@@ -1,5 +1,4 @@
-"""The house rules the source tree keeps: modules under 400 lines, the library never drives its own CLI, one command
-module per command."""
+"""The house rules the source tree keeps: modules under 400 lines, and the library never drives its own CLI."""
 
 from pathlib import Path
 
