@@ -98,7 +98,7 @@ class Experiment:
         """VGT-AR on `ae`'s latents with the same LLM init, data order, steps and seed for every variant; returns
         the run folder (the pipeline is RUN/model). `save_every` keeps every intermediate checkpoint."""
         run = self.work / name
-        if not (run / "model" / "pipeline.json").is_file():
+        if not (run / "model" / "model_index.json").is_file():
             keep = ("--save-every", save_every, "--keep-last", self.ar_steps // save_every + 1) if save_every else ()
             vgt("train", "ar", "--backbone-path", self.vlm, "--ae", ae, "--data", f"latents:{cache}", "--run-dir",
                 run, "--steps", self.ar_steps, "--batch-size", self.ar_batch_size, "--lr", self.ar_lr, "--min-lr",
@@ -123,7 +123,7 @@ class Experiment:
 
     def checkpoint_scores(self, run: Path) -> list[tuple[int, float]]:
         """(step, ShapesEval overall) for every checkpoint of a VGT-AR run, evaluated with its EMA weights."""
-        from vgt.ar.pipeline import VGTPipeline
+        from vgt.pipeline import VGTPipeline
         from vgt.train import list_checkpoints, load_checkpoint_weights
 
         results = []

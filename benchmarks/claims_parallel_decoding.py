@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from sampling_speed import time_batch
 
-from vgt.ar.pipeline import VGTPipeline
 from vgt.eval.shapes import read_prompts
+from vgt.pipeline import VGTPipeline
 from vgt.pretrained import resolve_model_dir
 from vgt.recipe import evaluate_pipeline
 

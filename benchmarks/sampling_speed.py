@@ -16,8 +16,8 @@ import time
 
 import torch
 
-from vgt.ar.pipeline import VGTPipeline
 from vgt.ar.sampling import generate_latents
+from vgt.pipeline import VGTPipeline
 from vgt.pretrained import resolve_model_dir
 
 

@@ -11,9 +11,9 @@ from PIL import Image
 from test_ar_pipeline import tiny_pipeline
 
 from vgt import threads
-from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import main
 from vgt.eval.layout import read_layout
+from vgt.pipeline import VGTPipeline
 
 
 @pytest.fixture(scope="module")

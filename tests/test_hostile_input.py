@@ -101,7 +101,7 @@ def test_non_finite_settings_are_refused_by_the_library_too():
     import math
 
     from vgt.ar.config import SamplingConfig
-    from vgt.ar.pipeline import VGTPipeline
+    from vgt.pipeline import VGTPipeline
     from vgt.train import TrainConfig
 
     for field in ("guidance_scale", "temperature"):
@@ -178,7 +178,7 @@ def test_unwritable_output_and_full_disk_are_one_line_errors(tmp_path, capsys, m
 def test_words_outside_the_vocabulary_are_named_and_capitals_lower_cased(capsys, tmp_path):
     import torch
 
-    from vgt.ar.pipeline import VGTPipeline
+    from vgt.pipeline import VGTPipeline
 
     err = error_of(capsys, "generate", "a purple dragon", "--out", tmp_path / "x.png", "--steps", 2)
     assert "'dragon' not in this model's vocabulary" in err and "circle" in err

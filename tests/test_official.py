@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from vgt.ae.model import VGTAutoencoder
-from vgt.ar.pipeline import VGTPipeline
 from vgt.ar.sampling import generate_latents
 from vgt.cli import main
 from vgt.official import ConversionError, convert_official
+from vgt.pipeline import VGTPipeline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 AE_FILES = {"internvl": "vgt_ae_internvl3.pth", "qwen": "vgt_ae_qwen25vl.pth"}

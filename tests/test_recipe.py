@@ -13,9 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
+from vgt.pipeline import VGTPipeline
 from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
 from vgt.recipe import (
     STAGES,

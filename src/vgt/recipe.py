@@ -194,7 +194,7 @@ def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
                      "--lr", str(cfg.ar_lr), "--min-lr", str(cfg.ar_lr / 10), "--precision", cfg.ar_precision,
                      "--ema-decay", str(cfg.ar_ema_decay), "--ema-start", str(ema_start),
                      "--sampling-temperature", str(cfg.ar_sampling_temperature), *train, *samples),
-              ar / "pipeline.json", d["ar"]),
+              ar / "model_index.json", d["ar"]),
         Stage("eval", ("eval", "model", "--model", str(ar), "--out", str(d["eval"]), "--seeds", str(cfg.seed), *(
             ("--prompts-per-category", str(cfg.eval_prompts_per_category)) if cfg.eval_prompts_per_category else ()),
                        "--n-per-prompt", str(cfg.eval_images_per_prompt)), d["eval"] / "scores.json"),
@@ -257,10 +257,11 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
     (`shapes_eval_subset`). Samples left in OUT by a run with other settings are removed and generated again,
     not judged as these."""
     from vgt.ar.config import ARConfig
-    from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
     from vgt.cli import main
     from vgt.eval.shapes import PROMPT_SET_VERSION, evaluate_layout
     from vgt.io import write_jsonl
+    from vgt.loading import CONFIG_NAME
+    from vgt.pipeline import GENERATOR_DIR
     from vgt.pretrained import resolve_model_dir
 
     model_dir = resolve_model_dir(model)

@@ -69,7 +69,6 @@ class AETrainingModule(nn.Module):
         self.ae = ae
         self.stage = stage
         ae.config.channel_norm = stage.channel_norm
-        ae.config.noise_gamma = stage.noise_gamma
         ae.config.image_size = stage.image_size
         is_vlm = ae.config.encoder == "vlm"
         if not is_vlm and (stage.distill_weight > 0 or stage.perceptual == "vision"):
@@ -100,7 +99,7 @@ class AETrainingModule(nn.Module):
 
     def forward(self, images: torch.Tensor, step: int, generator: torch.Generator | None = None):
         stage = self.stage
-        out = self.ae(images, generator=generator)
+        out = self.ae(images, generator=generator, noise_gamma=self.stage.noise_gamma)
         reconstruction = out.sample
         rec = reconstruction_loss(reconstruction, images)
         loss = stage.reconstruction_weight * rec

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vgt.ar.pipeline import VGTPipeline
+from vgt.pipeline import VGTPipeline
 
 
 def image_generators(seed: int, index: int, n: int) -> list[torch.Generator]:
@@ -78,8 +78,9 @@ class ShapesEvalHook:
 
         out = Path(ctx.run_dir) / "eval" / f"step_{ctx.step:08d}"
         with ctx.eval_model() as model:
-            write_benchmark_samples(VGTPipeline(model, self.ae), self.prompts, out, self.n_per_prompt, self.seed,
-                                    overwrite=True, progress=False, **self.pipeline_kwargs)
+            pipe = VGTPipeline.from_generator(model, self.ae)
+            write_benchmark_samples(pipe, self.prompts, out, self.n_per_prompt, self.seed, overwrite=True,
+                                    progress=False, **self.pipeline_kwargs)
         scores, _ = evaluate_layout(out)
         write_json(out / "scores.json", scores)
         return {"overall": scores["overall"], **scores["categories"]}

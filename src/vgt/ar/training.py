@@ -53,10 +53,11 @@ class SampleImages:
         self.pipeline_kwargs = pipeline_kwargs
 
     def __call__(self, ctx) -> dict:
-        from vgt.ar.pipeline import VGTPipeline, image_grid
+        from vgt.ar.pipeline import image_grid
+        from vgt.pipeline import VGTPipeline
 
         with ctx.eval_model() as model:
-            pipe = VGTPipeline(model, self.ae)
+            pipe = VGTPipeline.from_generator(model, self.ae)
             generator = torch.Generator().manual_seed(self.seed)
             images = pipe(self.prompts, generator=generator, **self.pipeline_kwargs).images
         out = Path(ctx.run_dir) / "samples" / f"step_{ctx.step:08d}.png"
@@ -71,12 +72,15 @@ def build_generator(backbone, ae, model_preset: str, seed: int, grid_size: int |
                     position_init: str | None = None) -> VGTForGeneration:
     """A fresh VGT-AR around `backbone`'s language model, initialised from `seed` (global RNG left untouched)."""
     config = ar_preset(model_preset, hidden_size=backbone.text.hidden_size, latent_channels=ae.latent_channels)
+    # sampled latents get the AE's channel LayerNorm exactly when its own latents do
+    changes = {"normalize_sampled_latents": bool(ae.config.channel_norm)}
     if position_init is not None:
-        config = dataclasses.replace(config, position_init=position_init)
+        changes["position_init"] = position_init
     if grid_size is not None:
         if grid_size > config.max_grid:
             raise ValueError(f"training grid {grid_size} exceeds the preset's max_grid {config.max_grid}")
-        config.sampling.grid_size = grid_size
+        changes["sampling"] = dataclasses.replace(config.sampling, grid_size=grid_size)
+    config = dataclasses.replace(config, **changes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = VGTForGeneration(config, backbone, ae=ae)

@@ -144,6 +144,8 @@ class HFBackbone(Backbone):
     and `parameters()` (under `model.`); moving or freezing the backbone moves or freezes what they hold."""
 
     model_class: type
+    #: its vision path's class (`from_model(model, mean, std)`, `from_spec(spec)`)
+    vision_class: type
     model_type: str
     #: the token that opens an image in this VLM's prompts (used by VGT-AR as the image-start embedding)
     image_start_token: str
@@ -222,13 +224,8 @@ class HFBackbone(Backbone):
 
 
 def right_padded(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Tokenize already-templated texts (no extra special tokens) and right-pad them into [B, L] tensors."""
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    length = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), length), dtype=torch.long)
-    for row, x in enumerate(ids):
-        input_ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-        attention_mask[row, : len(x)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    """Tokenize already-templated texts (no extra special tokens) into right-padded [B, L] tensors."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+    batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+    return {"input_ids": batch["input_ids"].long(), "attention_mask": batch["attention_mask"].long()}

@@ -17,7 +17,8 @@ def _device(name: str):
 def _load_pipeline(args: argparse.Namespace, images_per_call: int):
     import torch
 
-    from vgt.ar.pipeline import VGTPipeline, default_model_dir
+    from vgt.pipeline import VGTPipeline
+    from vgt.pretrained import default_model_dir
     from vgt.threads import set_sampling_threads
 
     dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[args.dtype]
@@ -26,7 +27,7 @@ def _load_pipeline(args: argparse.Namespace, images_per_call: int):
         set_sampling_threads(args.threads, images_per_call, device)
     except ValueError as error:
         raise SystemExit(str(error)) from None
-    return VGTPipeline.from_pretrained(args.model or default_model_dir(), device=device, dtype=dtype)
+    return VGTPipeline.from_pretrained(args.model or default_model_dir(), torch_dtype=dtype).to(device)
 
 
 def _sampling_kwargs(args: argparse.Namespace) -> dict:
@@ -52,7 +53,7 @@ def run_generate(args: argparse.Namespace) -> int:
     pipe = _load_pipeline(args, images_per_call=len(args.prompt) * args.num_images)
     generator = torch.Generator().manual_seed(args.seed)
     images = pipe(args.prompt, negative_prompt=args.negative_prompt, num_images_per_prompt=args.num_images,
-                  generator=generator, progress=True, **_sampling_kwargs(args)).images
+                  generator=generator, **_sampling_kwargs(args)).images
     out = Path(args.out)
     if args.grid or len(images) == 1:
         _save_png(image_grid(images, columns=args.num_images if len(args.prompt) > 1 else None), out)
@@ -85,7 +86,9 @@ def run_sampling_defaults(args: argparse.Namespace) -> int:
     import json
 
     from vgt.ar.config import ARConfig, SamplingConfig
-    from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR, PIPELINE_FILE
+    from vgt.loading import CONFIG_NAME
+    from vgt.pipeline import GENERATOR_DIR
+    from vgt.pretrained import PIPELINE_FILE
 
     if not (Path(args.model) / PIPELINE_FILE).is_file():
         raise SystemExit(f"{args.model} is not a VGT pipeline folder (no {PIPELINE_FILE})")
@@ -111,12 +114,13 @@ def run_train_ar(args: argparse.Namespace) -> int:
     from vgt.ae.model import VGTAutoencoder
     from vgt.ar.benchmark import ShapesEvalHook, evenly_spaced
     from vgt.ar.config import ar_preset
-    from vgt.ar.pipeline import PIPELINE_FILE, VGTPipeline
     from vgt.ar.training import CPU_SMALL_TRAIN, ARLoss, SampleImages, build_generator
     from vgt.backbones.registry import load_backbone
     from vgt.data.sources import build_source
     from vgt.eval.shapes import read_prompts
     from vgt.io import check_replaceable, holds
+    from vgt.pipeline import VGTPipeline
+    from vgt.pretrained import PIPELINE_FILE
     from vgt.text import check_prompt
     from vgt.train import Hook, Trainer, config_from_args, load_checkpoint_weights
 
@@ -167,7 +171,8 @@ def run_train_ar(args: argparse.Namespace) -> int:
     if result.checkpoint is not None and PartialState().is_main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)
         which = load_checkpoint_weights(model, result.checkpoint, use_ema=True)
-        VGTPipeline(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(out, args.overwrite)
+        VGTPipeline.from_generator(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(
+            out, args.overwrite)
         loss = result.metrics.get("loss")
         print(f"step {result.step}: loss {loss:.4g}" if loss is not None else f"step {result.step}")
         print(f"exported the VGT pipeline ({which} weights) to {out}")
