@@ -132,7 +132,7 @@ class Experiment:
             out = run / "shapes_eval" / f"step_{step:08d}"
             if not (out / "pipeline").is_dir():  # written atomically
                 pipe = VGTPipeline.from_pretrained(run / "model")
-                load_checkpoint_weights(pipe.model, checkpoint, use_ema=True)
+                load_checkpoint_weights(pipe.generator, checkpoint, use_ema=True)
                 pipe.save_pretrained(out / "pipeline")
             results.append((step, self.shapes_eval(out / "pipeline", out)["overall"]))
         return results

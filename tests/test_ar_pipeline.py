@@ -96,7 +96,7 @@ def test_save_and_load_round_trip(pipe, tmp_path):
     a = pixels(pipe(CAPTION, generator=torch.Generator().manual_seed(5), **kwargs).images)
     b = pixels(loaded(CAPTION, generator=torch.Generator().manual_seed(5), **kwargs).images)
     assert np.array_equal(a, b)
-    assert loaded.config == pipe.config
+    assert loaded.config == pipe.generator.config
     ae = VGTAutoencoder.from_pretrained(tmp_path / "model" / AE_DIR)  # on its own: finds the pipeline's VLM
     assert all(torch.equal(v, ae.state_dict()[k]) for k, v in pipe.ae.state_dict().items())
 
@@ -163,7 +163,7 @@ def overfit_one_pair(tmp_path, steps: int, min_lr: float):
         reference = pipe.ae.decode(latent).sample
     cfg = TrainConfig(run_dir=str(tmp_path / "run"), steps=steps, batch_size=8, lr=3e-3, min_lr=min_lr,
                       weight_decay=0.0, log_every=50, save_every=0, resume="never")
-    result = train(pipe.model, ARLoss(pipe.ae), OnePair(latent[0], CAPTION), cfg)
+    result = train(pipe.generator, ARLoss(pipe.ae), OnePair(latent[0], CAPTION), cfg)
     return pipe, latent, reference, result
 
 
@@ -207,10 +207,10 @@ def test_saved_default_temperature_is_used_and_an_argument_overrides_it(pipe):
         return pipe("a red circle", output_type="latent", order="raster", num_inference_steps=3,
                     generator=torch.Generator().manual_seed(seed), **kwargs).images
 
-    saved = pipe.config.sampling.temperature
+    saved = pipe.generator.config.sampling.temperature
     try:
-        pipe.config.sampling.temperature = 0.0  # no head noise: in raster order the seed no longer matters
+        pipe.generator.config.sampling.temperature = 0.0  # no head noise: in raster order the seed no longer matters
         assert torch.equal(latents(1), latents(2))
         assert not torch.allclose(latents(1, temperature=1.0), latents(2, temperature=1.0))
     finally:
-        pipe.config.sampling.temperature = saved
+        pipe.generator.config.sampling.temperature = saved

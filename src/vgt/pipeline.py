@@ -28,7 +28,6 @@ from diffusers.utils import BaseOutput
 from PIL import Image
 
 from vgt.ae.model import VGTAutoencoder
-from vgt.ar.config import ARConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.text import check_prompt
 
@@ -82,16 +81,6 @@ class VGTPipeline(DiffusionPipeline):
             raise ValueError("the generator must hold the pipeline's AE (VGTForGeneration(config, backbone, ae=ae))")
         return cls(generator.backbone.model, generator.backbone.tokenizer, ae, generator)
 
-    @property
-    def model(self) -> VGTForGeneration:
-        """The generator with its language model attached (what `vgt.ar.sampling` decodes with)."""
-        return self.generator
-
-    @property
-    def settings(self) -> ARConfig:
-        """The generator's config (architecture and sampling defaults)."""
-        return self.generator.config
-
     # ---- persistence ---------------------------------------------------------------------------------------------
 
     def save_pretrained(self, save_directory: str | Path, overwrite: bool = False, **kwargs: Any) -> None:
@@ -143,7 +132,7 @@ class VGTPipeline(DiffusionPipeline):
                 raise ValueError(f"{name} {value} is not a multiple of the AE stride {stride}; use e.g. "
                                  f"{max(1, round(value / stride)) * stride}")
         grid = (height // stride, width // stride)
-        max_grid = self.settings.max_grid
+        max_grid = self.generator.config.max_grid
         if max(grid) > max_grid:
             raise ValueError(
                 f"{height}x{width} px is a {grid[0]}x{grid[1]} latent grid, larger than this model's "
@@ -194,7 +183,7 @@ class VGTPipeline(DiffusionPipeline):
                  "num_inference_steps": num_inference_steps, "order": order, "sampler": sampler,
                  "cfg_schedule": cfg_schedule, "temperature": None if temperature is None else float(temperature),
                  "tokens_per_step": tokens_per_step if isinstance(tokens_per_step, int) else None}
-        sampling = dataclasses.replace(self.settings.sampling, **{k: v for k, v in given.items() if v is not None})
+        sampling = dataclasses.replace(self.generator.config.sampling, **{k: v for k, v in given.items() if v is not None})
         prompts, negatives = self.check_prompts(prompt, negative_prompt)
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")

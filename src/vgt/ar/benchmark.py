@@ -45,6 +45,7 @@ def write_benchmark_samples(pipe: VGTPipeline, prompts: Sequence[tuple[int, dict
         raise ValueError(f"n_per_prompt and prompts_per_batch must be >= 1, got {n_per_prompt}, {prompts_per_batch}")
     todo = [(i, m) for i, m in prompts
             if overwrite or len(list((prompt_dir(out_dir, i) / "samples").glob("*.png"))) != n_per_prompt]
+    pipe.set_progress_bar_config(disable=True)  # the bar here counts prompts
     bar = tqdm(total=len(todo), desc="prompts", unit="prompt", disable=not progress)
     for start in range(0, len(todo), prompts_per_batch):
         batch = todo[start : start + prompts_per_batch]

@@ -58,6 +58,7 @@ class SampleImages:
 
         with ctx.eval_model() as model:
             pipe = VGTPipeline.from_generator(model, self.ae)
+            pipe.set_progress_bar_config(disable=True)
             generator = torch.Generator().manual_seed(self.seed)
             images = pipe(self.prompts, generator=generator, **self.pipeline_kwargs).images
         out = Path(ctx.run_dir) / "samples" / f"step_{ctx.step:08d}.png"

@@ -80,6 +80,22 @@ def strict_from_pretrained(model_class, directory: str | Path, dtype: torch.dtyp
     return model
 
 
+#: HF config entries that describe where and how a model was saved, not its architecture
+_PROVENANCE_KEYS = ("_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype")
+
+
+def architecture_dict(config) -> dict:
+    """A HF config as a dict of its architecture only (no provenance, no storage dtype), in every sub-config: what
+    a vision spec stores, so that the same architecture always gives the same spec."""
+
+    def strip(values):
+        if isinstance(values, dict):
+            return {k: strip(v) for k, v in values.items() if k not in _PROVENANCE_KEYS}
+        return values
+
+    return strip(config.to_dict())
+
+
 class NormalizingVisionEncoder(VisionEncoder):
     """Maps the [-1, 1] input contract to the VLM's own pixel normalization; subclasses encode normalized pixels."""
 

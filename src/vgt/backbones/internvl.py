@@ -12,7 +12,7 @@ from transformers import InternVLConfig, InternVLForConditionalGeneration
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector, InternVLVisionModel
 
-from vgt.backbones.hf import HFBackbone, HFTextDecoder, NormalizingVisionEncoder
+from vgt.backbones.hf import HFBackbone, HFTextDecoder, NormalizingVisionEncoder, architecture_dict
 from vgt.backbones.registry import register, register_vision
 
 
@@ -58,7 +58,7 @@ class InternVLVisionEncoder(NormalizingVisionEncoder):
 
     def spec(self) -> dict:
         """What `from_spec` needs: the VLM config without its language model (only the projector's width)."""
-        config = self._config.to_dict()
+        config = architecture_dict(self._config)
         config["text_config"] = {"model_type": config["text_config"]["model_type"], "hidden_size": self.out_dim}
         return {"family": "internvl", "config": config, "image_mean": self.image_mean.flatten().tolist(),
                 "image_std": self.image_std.flatten().tolist()}

@@ -20,7 +20,13 @@ from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
-from vgt.backbones.hf import HFBackbone, HFTextDecoder, NormalizingVisionEncoder, read_backbone_file
+from vgt.backbones.hf import (
+    HFBackbone,
+    HFTextDecoder,
+    NormalizingVisionEncoder,
+    architecture_dict,
+    read_backbone_file,
+)
 from vgt.backbones.registry import register, register_vision
 
 #: merged-token grid side at the default resolution (16 x 28 = 448 px, as in the paper)
@@ -59,7 +65,7 @@ class Qwen2_5_VLVisionEncoder(NormalizingVisionEncoder):
         return cls(model.config.vision_config, model.model.visual, mean, std, image_size)
 
     def spec(self) -> dict:
-        return {"family": "qwen2_5_vl", "config": self._config.to_dict(), "image_size": self.image_size,
+        return {"family": "qwen2_5_vl", "config": architecture_dict(self._config), "image_size": self.image_size,
                 "image_mean": self.image_mean.flatten().tolist(), "image_std": self.image_std.flatten().tolist()}
 
     @classmethod
