@@ -35,16 +35,18 @@ def test_train_both_stages_then_evaluate(vlm_dir, tmp_path, capsys):
     assert config["channel_norm"] is True and "noise_gamma" not in config and config["image_size"] == 32
 
     out = tmp_path / "eval"
-    assert main(["eval", "recon", "--model", str(run2 / "model"), "--num", "6", "--batch-size", "3",
-                 "--out", str(out)]) == 0
+    with pytest.raises(ValueError, match="--fid-features vision needs a VLM: pass --backbone-path"):
+        main(["eval", "recon", "--model", str(run2 / "model"), "--num", "6", "--out", str(out)])
+    assert main(["eval", "recon", "--model", str(run2 / "model"), "--backbone-path", str(vlm_dir), "--num", "6",
+                 "--batch-size", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "data_range=1" in printed and "PSNR" in printed and "FID" in printed
     metrics = json.loads((out / "recon_metrics.json").read_text())
     assert metrics["num_images"] == 6 and metrics["ssim_data_range"] == 1.0 and metrics["fid"] is not None
     assert Image.open(out / "recon_grid.png").size == (6 * 32, 32)  # 3 (original | reconstruction) pairs
 
-    assert main(["eval", "ae-understanding", "--model", str(run2 / "model"), "--num", "2", "--batch-size", "2",
-                 "--out", str(out)]) == 0
+    assert main(["eval", "ae-understanding", "--model", str(run2 / "model"), "--backbone-path", str(vlm_dir),
+                 "--num", "2", "--batch-size", "2", "--out", str(out)]) == 0
     understanding = json.loads((out / "understanding.json").read_text())
     assert set(understanding) == {"original", "tuned"} and understanding["tuned"]["num_images"] == 2
 

@@ -80,8 +80,9 @@ def strict_from_pretrained(model_class, directory: str | Path, dtype: torch.dtyp
     return model
 
 
-#: HF config entries that describe where and how a model was saved, not its architecture
-_PROVENANCE_KEYS = ("_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype")
+#: HF config entries that describe where and how a model was saved (or a classifier's labels), not its architecture
+_NOT_ARCHITECTURE = ("_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype", "id2label",
+                     "label2id")
 
 
 def architecture_dict(config) -> dict:
@@ -90,7 +91,7 @@ def architecture_dict(config) -> dict:
 
     def strip(values):
         if isinstance(values, dict):
-            return {k: strip(v) for k, v in values.items() if k not in _PROVENANCE_KEYS}
+            return {k: strip(v) for k, v in values.items() if k not in _NOT_ARCHITECTURE}
         return values
 
     return strip(config.to_dict())

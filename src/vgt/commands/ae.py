@@ -33,7 +33,8 @@ def _load_backbone(name: str, path: str | None):
 
 
 def _load_ae(args: argparse.Namespace):
-    """The exported VGT-AE in --model, and the VLM it was built from (None for a pixel AE without a VLM)."""
+    """The exported VGT-AE in --model, and the VLM in --backbone-path (None when not given; the AE loads without
+    it, the evaluations that need the VLM say so)."""
     from vgt.ae.config import AEConfig
     from vgt.ae.model import CONFIG_NAME, VGTAutoencoder
     from vgt.io import read_json
@@ -41,12 +42,13 @@ def _load_ae(args: argparse.Namespace):
     config_file = Path(args.model) / CONFIG_NAME
     if not config_file.is_file():
         raise FileNotFoundError(f"{args.model} is not a VGT-AE folder (no {CONFIG_NAME}); pass RUN_DIR/model")
-    config = AEConfig.from_dict(read_json(config_file))
-    # a recorded relative VLM path is relative to the AE folder (as VGTAutoencoder.from_pretrained reads it)
-    recorded = Path(args.model) / config.backbone_path if config.backbone_path else None
+    values = read_json(config_file)
+    config = AEConfig.from_dict(values)
+    # older exports recorded their VLM folder, relative to the AE folder (as VGTAutoencoder.from_pretrained reads it)
+    recorded = Path(args.model) / values["backbone_path"] if values.get("backbone_path") else None
     path = getattr(args, "backbone_path", None) or recorded
-    if config.encoder == "vlm" and (path is None or not Path(path).is_dir()):
-        raise FileNotFoundError(f"the VGT-AE's VLM folder {path!r} is missing; pass --backbone-path")
+    if path is not None and not Path(path).is_dir():
+        raise FileNotFoundError(f"the VLM folder {str(path)!r} is missing; pass --backbone-path")
     backbone = _load_backbone(config.backbone or "auto", path) if path and Path(path).is_dir() else None
     ae = VGTAutoencoder.from_pretrained(args.model, backbone=backbone).eval().requires_grad_(False)
     return ae, backbone
@@ -154,8 +156,6 @@ def _build_ae(args: argparse.Namespace, backbone):
         stride = args.stride or (backbone.vision.stride if backbone is not None else None)
         if stride:
             overrides["stride"] = stride
-    else:
-        overrides["backbone_path"] = str(Path(args.backbone_path).resolve())
     config = ae_preset(MODEL_PRESETS[(args.scale, args.encoder)], **overrides)
     return VGTAutoencoder.from_backbone(backbone if args.encoder == "vlm" else None, config, dcae_path=args.dcae)
 
@@ -355,7 +355,8 @@ def add_commands(tree) -> None:
     p.add_argument("--out", default="reconstructions", help="output folder")
     p.add_argument("--size", type=positive_int,
                        help="resize to SIZE x SIZE first (default: nearest multiple of the stride)")
-    p.add_argument("--backbone-path", help="the VLM folder, when it moved since training")
+    p.add_argument("--backbone-path", help="the VLM folder (for what needs the VLM itself: vision FID features, "
+                   "understanding)")
 
     p = tree.command("eval recon", run_eval_recon, "Reconstruction quality of a VGT-AE: PSNR, SSIM, FID, a grid.")
     p.add_argument("--model", required=True, help="exported VGT-AE folder (RUN_DIR/model)")
@@ -368,7 +369,8 @@ def add_commands(tree) -> None:
                         "mapping [N, 3, H, W] images in [0, 1] to [N, d] features (e.g. Inception)")
     p.add_argument("--seed", type=non_negative_int, default=0, help="data order seed")
     p.add_argument("--out", help="folder for recon_metrics.json and recon_grid.png")
-    p.add_argument("--backbone-path", help="the VLM folder, when it moved since training")
+    p.add_argument("--backbone-path", help="the VLM folder (for what needs the VLM itself: vision FID features, "
+                   "understanding)")
 
     p = tree.command("eval ae-understanding", run_eval_ae_understanding,
                      "ShapesWorld understanding of the VLM with its original vs the VGT-AE-tuned vision path.")
@@ -376,4 +378,5 @@ def add_commands(tree) -> None:
     p.add_argument("--num", type=positive_int, default=200, help="held-out scenes")
     p.add_argument("--batch-size", type=positive_int, default=25)
     p.add_argument("--out", help="folder for understanding.json")
-    p.add_argument("--backbone-path", help="the VLM folder, when it moved since training")
+    p.add_argument("--backbone-path", help="the VLM folder (for what needs the VLM itself: vision FID features, "
+                   "understanding)")
