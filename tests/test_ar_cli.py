@@ -119,7 +119,7 @@ def test_sample_benchmark_writes_geneval_layout_and_resumes(model_dir, tmp_path,
 
 def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "ar", "--backbone-path", str(model_dir / "backbone"), "--ae", str(model_dir / "ae"),
+    args = ["train", "ar", "--backbone-path", str(model_dir / "vlm"), "--ae", str(model_dir / "ae"),
             "--run-dir", str(run), "--steps", "3", "--batch-size", "2", "--resolution", "16", "--log-every", "1",
             "--eval-every", "3", "--sample-prompts", "a red circle", "--seed", "0",
             "--eval-prompts", str(write_prompts(tmp_path / "prompts.jsonl")), "--eval-max-prompts", "2"]
@@ -137,11 +137,11 @@ def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
 
 def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
     cache = tmp_path / "cache"
-    assert main(["cache-latents", "--model", str(model_dir / "ae"), "--backbone-path", str(model_dir / "backbone"),
+    assert main(["cache-latents", "--model", str(model_dir / "ae"), "--backbone-path", str(model_dir / "vlm"),
                  "--data", "shapes", "--resolution", "24", "--num-samples", "4", "--shard-size", "4",
                  "--out", str(cache)]) == 0
     run = tmp_path / "run"
-    assert main(["train", "ar", "--backbone-path", str(model_dir / "backbone"), "--ae", str(model_dir / "ae"),
+    assert main(["train", "ar", "--backbone-path", str(model_dir / "vlm"), "--ae", str(model_dir / "ae"),
                  "--data", f"latents:{cache}", "--run-dir", str(run), "--steps", "2", "--batch-size", "2"]) == 0
     pipe = VGTPipeline.from_pretrained(run / "model")
     assert pipe.generator.config.sampling.grid_size == 3  # the cache's 3x3 latents, not the default resolution

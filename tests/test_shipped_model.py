@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from vgt.ae.model import VGTAutoencoder
-from vgt.ar.pipeline import AE_DIR
+from vgt.pipeline import AE_DIR
 from vgt.cli import main
 from vgt.pretrained import DEFAULT_MODEL_ENV, MAX_PACKED_BYTES, PACK_REPORT, PIPELINE_FILE, shipped_model_dir
 

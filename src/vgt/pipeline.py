@@ -102,6 +102,7 @@ class VGTPipeline(DiffusionPipeline):
         applies to every weight; the head samplers' arithmetic stays in float32. Other keyword arguments go to
         `DiffusionPipeline.from_pretrained`."""
         from vgt.backbones.hf import strict_from_pretrained
+        from vgt.io import read_json
         from vgt.loading import resolve_folder
         from vgt.pretrained import check_pipeline_folder, default_model_dir
 
@@ -109,12 +110,16 @@ class VGTPipeline(DiffusionPipeline):
         folder = resolve_folder(source, **kwargs)
         check_pipeline_folder(folder)
         dtype = dtype or torch_dtype or torch.float32
+        index = read_json(folder / MODEL_INDEX)
+        missing = [c for c in (VLM_DIR, TOKENIZER_DIR, AE_DIR, GENERATOR_DIR) if not isinstance(index, dict)
+                   or not isinstance(index.get(c), list) or len(index[c]) != 2]
+        if missing:
+            raise ValueError(f"{str(folder / MODEL_INDEX)!r} is not a VGT pipeline index: no [library, class] entry "
+                             f"for {missing}; save the pipeline again with VGTPipeline.save_pretrained")
         if "vlm" not in kwargs:  # transformers only warns about missing weights; vgt's loader refuses them
             import importlib
 
-            from vgt.io import read_json
-
-            library, class_name = read_json(folder / MODEL_INDEX)[VLM_DIR]
+            library, class_name = index[VLM_DIR]
             model_class = getattr(importlib.import_module(library), class_name)
             kwargs["vlm"] = strict_from_pretrained(model_class, folder / VLM_DIR, dtype)
         return super().from_pretrained(str(folder), dtype=dtype, **kwargs)
@@ -183,7 +188,8 @@ class VGTPipeline(DiffusionPipeline):
                  "num_inference_steps": num_inference_steps, "order": order, "sampler": sampler,
                  "cfg_schedule": cfg_schedule, "temperature": None if temperature is None else float(temperature),
                  "tokens_per_step": tokens_per_step if isinstance(tokens_per_step, int) else None}
-        sampling = dataclasses.replace(self.generator.config.sampling, **{k: v for k, v in given.items() if v is not None})
+        defaults = self.generator.config.sampling
+        sampling = dataclasses.replace(defaults, **{k: v for k, v in given.items() if v is not None})
         prompts, negatives = self.check_prompts(prompt, negative_prompt)
         if not isinstance(num_images_per_prompt, int) or num_images_per_prompt < 1:
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")

@@ -124,6 +124,8 @@ class ARConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ARConfig:
+        """From a saved config.json; diffusers' bookkeeping keys (`_class_name`, ...) are skipped."""
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -186,7 +186,7 @@ class VGTForGeneration(ModelMixin, ConfigMixin):
         check_loading_kwargs(kwargs, "a VGT-AR generator")
         folder = resolve_folder(directory, subfolder, **kwargs)
         values = read_component_config(folder, "VGT-AR generator", "VGTForGeneration.save_pretrained")
-        config = ARConfig.from_dict({k: v for k, v in values.items() if not k.startswith("_")})
+        config = ARConfig.from_dict(values)
         model = load_component(lambda: cls(config), folder, torch_dtype)
         if backbone is not None:
             model.attach(backbone, ae)

@@ -235,7 +235,11 @@ class HFBackbone(Backbone):
                 f"backbone needs; use the matching backbone name (or 'auto')"
             )
         model = strict_from_pretrained(cls.model_class, directory, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        tokenizer_dir = Path(directory)
+        beside = tokenizer_dir.parent / "tokenizer"
+        if not (tokenizer_dir / "tokenizer_config.json").is_file() and (beside / "tokenizer_config.json").is_file():
+            tokenizer_dir = beside  # the vlm/ folder of a pipeline: its tokenizer is saved beside it
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         mean, std = image_normalization(directory, cls.default_image_mean, cls.default_image_std)
         return cls(model, tokenizer, image_mean=mean, image_std=std, **kwargs)
 
