@@ -63,9 +63,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, k, cache in settings:
             seconds[name].append(time_batch(pipe, prompts, k, cache, steps))
+    defaults = pipe.generator.config.sampling
     print(f"model {model_dir}: {grid}x{grid} latents ({grid * grid} tokens), {args.images} images per call, guidance "
-          f"{pipe.generator.config.sampling.guidance_scale} ({pipe.generator.config.sampling.cfg_schedule}), {steps} "
-          f"{pipe.generator.config.sampling.sampler} steps, {torch.get_num_threads()} threads, median of {args.rounds} rounds")
+          f"{defaults.guidance_scale} ({defaults.cfg_schedule}), {steps} {defaults.sampler} steps, "
+          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
     base = statistics.median(seconds["1, KV cache"])
     print(f"{'tokens_per_step':<26} {'s/call':>8} {'images/s':>9} {'speed-up vs 1 (cache)':>22}")
     for name, _, _ in settings:
