@@ -308,3 +308,13 @@ def test_saved_default_temperature_is_used_and_an_argument_overrides_it(pipe):
         assert not torch.allclose(latents(1, temperature=1.0), latents(2, temperature=1.0))
     finally:
         pipe.generator.config.sampling.temperature = saved_temperature
+
+
+def test_model_cpu_offload_keeps_the_images():
+    """diffusers' offload hooks VGTForGeneration.generate and the AE's decode (here onto the CPU itself, the only
+    device a CPU test has: the hooks run, the numbers must not change)."""
+    pipe = tiny_pipeline()
+    before = pipe(CAPTION, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    pipe.enable_model_cpu_offload(device="cpu")
+    after = pipe(CAPTION, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert np.array_equal(before, after)
