@@ -71,8 +71,17 @@ def legacy_vision_spec(directory: Path, values: dict[str, Any], backbone: Backbo
     """The vision spec of an AE exported before configs held one: from the loaded `backbone`, else from the VLM
     folder (`backbone_path`, else the one its config recorded, relative to `directory`); only the VLM's config
     is read, not its weights."""
+    width = values.get("projector_width")
     if backbone is not None:
-        return backbone.vision.spec()
+        spec = backbone.vision.spec()
+    else:
+        spec = _vlm_folder_spec(directory, values, backbone_path)
+    if width is not None and spec["family"] == "internvl":  # the AE's own, narrower projector
+        spec["config"]["text_config"]["hidden_size"] = width
+    return spec
+
+
+def _vlm_folder_spec(directory: Path, values: dict[str, Any], backbone_path: str | Path | None) -> dict:
     recorded = values.get("backbone_path") and directory / values["backbone_path"]
     path = backbone_path or recorded
     if path is None or not Path(path).is_dir():
