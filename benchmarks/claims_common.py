@@ -76,7 +76,7 @@ class Experiment:
         """`vgt train ae` for one variant stage; returns its exported model folder."""
         run = self.work / name
         model = run / "model"
-        if not (model / "model.safetensors").is_file():
+        if not (model / "diffusion_pytorch_model.safetensors").is_file():
             extra = ("--init", init) if init is not None else ()
             steps = self.ae_steps[stage - 1]  # None: the stage's own default, as in the recipe
             extra += ("--steps", steps) if steps is not None else ()

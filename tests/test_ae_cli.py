@@ -5,8 +5,8 @@ import json
 import pytest
 from PIL import Image
 
-from vgt.backbones.tiny import tiny_internvl_backbone
 from vgt.cli import main
+from vgt.testing import tiny_internvl_backbone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -11,8 +11,7 @@ from vgt.ae.losses import hinge_discriminator_loss
 from vgt.ae.model import VGTAutoencoder
 from vgt.ae.trainer import AETrainingModule, ae_loss_fn, export_autoencoder
 from vgt.ae.understanding import backbone_with_tuned_vision
-from vgt.backbones.tiny import tiny_internvl_backbone
-from vgt.testing import TINY_DCAE
+from vgt.testing import TINY_DCAE, tiny_internvl_backbone
 from vgt.testing import random_images as images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
