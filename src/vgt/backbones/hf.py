@@ -106,6 +106,8 @@ class NormalizingVisionEncoder(VisionEncoder):
         self.out_dim = out_dim
         #: the resolution the VLM was trained at (a multiple of `stride`)
         self.image_size = image_size
+        #: the pixel normalization as numbers (the buffers below may sit on the meta device)
+        self.mean_std = (list(mean), list(std))
         self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 

@@ -60,8 +60,8 @@ class InternVLVisionEncoder(NormalizingVisionEncoder):
         """What `from_spec` needs: the VLM config without its language model (only the projector's width)."""
         config = architecture_dict(self._config)
         config["text_config"] = {"model_type": config["text_config"]["model_type"], "hidden_size": self.out_dim}
-        return {"family": "internvl", "config": config, "image_mean": self.image_mean.flatten().tolist(),
-                "image_std": self.image_std.flatten().tolist()}
+        return {"family": "internvl", "config": config, "image_mean": self.mean_std[0],
+                "image_std": self.mean_std[1]}
 
     @classmethod
     def from_spec(cls, spec: dict) -> InternVLVisionEncoder:

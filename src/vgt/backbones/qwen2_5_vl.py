@@ -66,7 +66,7 @@ class Qwen2_5_VLVisionEncoder(NormalizingVisionEncoder):
 
     def spec(self) -> dict:
         return {"family": "qwen2_5_vl", "config": architecture_dict(self._config), "image_size": self.image_size,
-                "image_mean": self.image_mean.flatten().tolist(), "image_std": self.image_std.flatten().tolist()}
+                "image_mean": self.mean_std[0], "image_std": self.mean_std[1]}
 
     @classmethod
     def from_spec(cls, spec: dict) -> Qwen2_5_VLVisionEncoder:
