@@ -110,6 +110,10 @@ def test_components_load_on_their_own(pipe, saved):
     assert generator.backbone is None and not hasattr(generator, "llm")
     assert generator.state_dict().keys() == pipe.generator.generator_state().keys()
     assert all(torch.equal(v, pipe.generator.state_dict()[k]) for k, v in generator.state_dict().items())
+    fresh = VGTAutoencoder.from_config(VGTAutoencoder.load_config(saved / AE_DIR))  # diffusers' idiom: new weights
+    assert fresh.config == pipe.ae.config and fresh.state_dict().keys() == pipe.ae.state_dict().keys()
+    fresh = VGTForGeneration.from_config(VGTForGeneration.load_config(saved / GENERATOR_DIR))
+    assert fresh.config == pipe.generator.config
 
 
 def test_generic_diffusers_loader_needs_the_vgt_class(saved):

@@ -193,11 +193,13 @@ class VGTAutoencoder(ModelMixin, ConfigMixin):
         config = AEConfig.from_dict(values)
         return load_component(lambda: cls(config), folder, torch_dtype)
 
-    def load_weights(self, path: str | Path) -> None:
-        """Strict load of a safetensors state dict: any missing, unexpected or mis-shaped key is an error naming it."""
-        from vgt.train.checkpoint import load_weights
-
-        load_weights(self, path)
+    @classmethod
+    def from_config(cls, config: AEConfig | dict[str, Any] | None = None, **kwargs: Any) -> VGTAutoencoder:
+        """diffusers' `from_config`: a model with fresh weights from an `AEConfig` or a saved config dict (e.g.
+        `VGTAutoencoder.load_config(folder)`), `kwargs` overriding its entries."""
+        if isinstance(config, AEConfig):
+            return cls(dataclasses.replace(config, **kwargs))
+        return cls(AEConfig.from_dict({**(config or {}), **kwargs}))
 
     # ------------------------------------------------------------------ geometry
 

@@ -12,6 +12,7 @@ module's state dict.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -173,6 +174,14 @@ class VGTForGeneration(ModelMixin, ConfigMixin):
         with atomic_directory(directory, overwrite, ours=is_generator_folder) as staging:
             self.save_config(staging)
             save_file(self.generator_state(), str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    @classmethod
+    def from_config(cls, config: ARConfig | dict[str, Any] | None = None, **kwargs: Any) -> VGTForGeneration:
+        """diffusers' `from_config`: a generator with fresh weights (no language model attached) from an `ARConfig`
+        or a saved config dict, `kwargs` overriding its entries."""
+        if isinstance(config, ARConfig):
+            return cls(dataclasses.replace(config, **kwargs))
+        return cls(ARConfig.from_dict({**(config or {}), **kwargs}))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, subfolder: str | None = None,
