@@ -73,7 +73,7 @@ class Experiment:
 
         run = self.work / name
         model = run / "model"
-        if not (model / "model.safetensors").is_file():
+        if not (model / "diffusion_pytorch_model.safetensors").is_file():
             steps = self.ae_steps[stage - 1]  # None: the stage's own default, as in the recipe
             schedule = {"steps": steps, "batch_size": self.ae_batch_size}
             train_autoencoder(
@@ -103,7 +103,7 @@ class Experiment:
         from vgt.train.config import preset
 
         run = self.work / name
-        if not (run / "model" / "pipeline.json").is_file():
+        if not (run / "model" / "model_index.json").is_file():
             keep = {"save_every": save_every, "keep_last": self.ar_steps // save_every + 1} if save_every else {}
             train_generator(
                 ARStageConfig(backbone_path=str(self.vlm), ae=str(ae), data=(f"latents:{cache}",)),
@@ -130,7 +130,7 @@ class Experiment:
 
     def checkpoint_scores(self, run: Path) -> list[tuple[int, float]]:
         """(step, ShapesEval overall) for every checkpoint of a VGT-AR run, evaluated with its EMA weights."""
-        from vgt.ar.pipeline import VGTPipeline
+        from vgt.pipeline import VGTPipeline
         from vgt.train import list_checkpoints, load_checkpoint_weights
 
         results = []
@@ -139,7 +139,7 @@ class Experiment:
             out = run / "shapes_eval" / f"step_{step:08d}"
             if not (out / "pipeline").is_dir():  # written atomically
                 pipe = VGTPipeline.from_pretrained(run / "model")
-                load_checkpoint_weights(pipe.model, checkpoint, use_ema=True)
+                load_checkpoint_weights(pipe.generator, checkpoint, use_ema=True)
                 pipe.save_pretrained(out / "pipeline")
             results.append((step, self.shapes_eval(out / "pipeline", out)["overall"]))
         return results

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 from sampling_speed import time_batch
 
-from vgt.ar.pipeline import VGTPipeline
 from vgt.eval.benchmark import evaluate_pipeline
 from vgt.eval.shapes import read_prompts
+from vgt.pipeline import VGTPipeline
 from vgt.pretrained import resolve_model_dir
 
 
@@ -52,14 +52,14 @@ def main() -> None:
     prompts = [row["prompt"] for row in read_prompts(work / f"tokens_per_step_{args.tokens_per_step[0]}" /
                                                      "prompts.jsonl")]
     prompts = (prompts * args.speed_images)[: args.speed_images]
-    steps = pipe.config.sampling.num_inference_steps
+    steps = pipe.generator.config.sampling.num_inference_steps
     time_batch(pipe, prompts[:1], 1, True, 2)  # warm-up
     seconds = {k: [] for k in args.tokens_per_step}
     for _ in range(args.rounds):
         for k in args.tokens_per_step:
             seconds[k].append(time_batch(pipe, prompts, k, True, steps))
 
-    grid = pipe.config.sampling.grid_size
+    grid = pipe.generator.config.sampling.grid_size
     first = scores[args.tokens_per_step[0]]
     print(f"Parallel decoding: {model}, {grid}x{grid} latents; ShapesEval {first['n_images']} images "
           f"({per_category or 'all'} prompts per category x {args.eval_images}); speed: {args.speed_images} images "

@@ -24,7 +24,7 @@ def measure(release: str, dtype: str, steps: int) -> dict:
 
     start = time.perf_counter()
     pipe = random_release_pipeline(release)
-    pipe.model.to(DTYPES[dtype])
+    pipe.generator.to(DTYPES[dtype])
     pipe.ae.to(DTYPES[dtype])
     built = time.perf_counter() - start
     start = time.perf_counter()

@@ -36,7 +36,7 @@ def images_per_second(pipe, batch: int, tokens_per_step: int, steps: int) -> flo
 
 def training_step(pipe, batch: int) -> dict:
     """Seconds and peak memory of one optimizer step of the generator (LLM + grids + head) in fp32 + autocast."""
-    model = pipe.model.float().train()
+    model = pipe.generator.float().train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     latents = torch.randn(batch, 32, 16, 16, device=pipe.device)
     captions = [f"a photo of object number {i}" for i in range(batch)]
@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--train-batch", type=int, default=8)
     args = parser.parse_args()
     pipe = random_release_pipeline(args.release)
-    pipe.model.to(torch.bfloat16)
+    pipe.generator.to(torch.bfloat16)
     pipe.ae.to(torch.bfloat16)
     pipe.to(args.device)
     for batch in args.batches:

@@ -16,18 +16,18 @@ import time
 
 import torch
 
-from vgt.ar.pipeline import VGTPipeline
 from vgt.ar.sampling import generate_latents
+from vgt.pipeline import VGTPipeline
 from vgt.pretrained import resolve_model_dir
 
 
 def time_batch(pipe: VGTPipeline, prompts: list[str], tokens_per_step: int, use_cache: bool, steps: int) -> float:
     """Seconds to generate one image per prompt (decoded to pixels)."""
-    sampling = pipe.config.sampling
+    sampling = pipe.generator.config.sampling
     grid = (sampling.grid_size, sampling.grid_size)
     start = time.perf_counter()
     latents = generate_latents(
-        pipe.model, prompts, grid, guidance_scale=sampling.guidance_scale, cfg_schedule=sampling.cfg_schedule,
+        pipe.generator, prompts, grid, guidance_scale=sampling.guidance_scale, cfg_schedule=sampling.cfg_schedule,
         num_inference_steps=steps, sampler=sampling.sampler, sde_t_end=sampling.sde_t_end,
         tokens_per_step=tokens_per_step, order=sampling.order, generator=torch.Generator().manual_seed(0),
         use_cache=use_cache,
@@ -51,8 +51,8 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     model_dir = resolve_model_dir(args.model)
     pipe = VGTPipeline.from_pretrained(model_dir)
-    steps = args.steps or pipe.config.sampling.num_inference_steps
-    grid = pipe.config.sampling.grid_size
+    steps = args.steps or pipe.generator.config.sampling.num_inference_steps
+    grid = pipe.generator.config.sampling.grid_size
     prompts = ["two red circles", "a blue square to the left of a yellow triangle", "three green triangles",
                "a purple circle"]
     prompts = (prompts * args.images)[: args.images]
@@ -63,9 +63,10 @@ def main() -> None:
     for _ in range(args.rounds):
         for name, k, cache in settings:
             seconds[name].append(time_batch(pipe, prompts, k, cache, steps))
+    defaults = pipe.generator.config.sampling
     print(f"model {model_dir}: {grid}x{grid} latents ({grid * grid} tokens), {args.images} images per call, guidance "
-          f"{pipe.config.sampling.guidance_scale} ({pipe.config.sampling.cfg_schedule}), {steps} "
-          f"{pipe.config.sampling.sampler} steps, {torch.get_num_threads()} threads, median of {args.rounds} rounds")
+          f"{defaults.guidance_scale} ({defaults.cfg_schedule}), {steps} {defaults.sampler} steps, "
+          f"{torch.get_num_threads()} threads, median of {args.rounds} rounds")
     base = statistics.median(seconds["1, KV cache"])
     print(f"{'tokens_per_step':<26} {'s/call':>8} {'images/s':>9} {'speed-up vs 1 (cache)':>22}")
     for name, _, _ in settings:

@@ -43,7 +43,7 @@ def worker(model: str, threads: int) -> None:
     """Answer one JSON job per input line with a `RESULT {json}` line."""
     from speed_common import flop_counter, matmul_peak
 
-    from vgt.ar.pipeline import VGTPipeline
+    from vgt.pipeline import VGTPipeline
 
     torch.set_num_threads(threads)
     pipes = {}

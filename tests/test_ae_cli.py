@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from vgt.cli import main
-from vgt.vlm.model import tiny_internvl_backbone
+from vgt.testing import tiny_internvl_backbone
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -32,19 +32,21 @@ def test_train_both_stages_then_evaluate(vlm_dir, tmp_path, capsys):
     assert main(["train", "ae", "--stage", "2", "--backbone-path", str(vlm_dir), "--init", str(run1 / "model"),
                  "--run-dir", str(run2), "--max-steps", "2", "--freeze-encoder", *stage2_flags]) == 0
     config = json.loads((run2 / "model" / "config.json").read_text())
-    assert config["channel_norm"] is True and config["noise_gamma"] == 0.1 and config["image_size"] == 32
+    assert config["channel_norm"] is True and "noise_gamma" not in config and config["image_size"] == 32
 
     out = tmp_path / "eval"
-    assert main(["eval", "recon", "--model", str(run2 / "model"), "--num", "6", "--batch-size", "3",
-                 "--out", str(out)]) == 0
+    with pytest.raises(ValueError, match="--fid-features vision needs a VLM: pass --backbone-path"):
+        main(["eval", "recon", "--model", str(run2 / "model"), "--num", "6", "--out", str(out)])
+    assert main(["eval", "recon", "--model", str(run2 / "model"), "--backbone-path", str(vlm_dir), "--num", "6",
+                 "--batch-size", "3", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "data_range=1" in printed and "PSNR" in printed and "FID" in printed
     metrics = json.loads((out / "recon_metrics.json").read_text())
     assert metrics["num_images"] == 6 and metrics["ssim_data_range"] == 1.0 and metrics["fid"] is not None
     assert Image.open(out / "recon_grid.png").size == (6 * 32, 32)  # 3 (original | reconstruction) pairs
 
-    assert main(["eval", "ae-understanding", "--model", str(run2 / "model"), "--num", "2", "--batch-size", "2",
-                 "--out", str(out)]) == 0
+    assert main(["eval", "ae-understanding", "--model", str(run2 / "model"), "--backbone-path", str(vlm_dir),
+                 "--num", "2", "--batch-size", "2", "--out", str(out)]) == 0
     understanding = json.loads((out / "understanding.json").read_text())
     assert set(understanding) == {"original", "tuned"} and understanding["tuned"]["num_images"] == 2
 

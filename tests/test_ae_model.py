@@ -7,25 +7,9 @@ import torch
 
 from vgt.ae.bottleneck import add_latent_noise, normalize_latents
 from vgt.ae.config import AEConfig, ae_preset
-from vgt.ae.dcae import DCAE_SMALL_CPU
 from vgt.ae.model import VGTAutoencoder
-from vgt.vlm.model import tiny_internvl_backbone
-
-# a DC-AE small enough for unit tests: stride 4 (3 levels)
-TINY_DCAE = {
-    **DCAE_SMALL_CPU,
-    "attention_head_dim": 8,
-    "encoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
-    "decoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
-    "encoder_block_out_channels": [8, 16, 32],
-    "decoder_block_out_channels": [8, 16, 32],
-    "encoder_layers_per_block": [1, 1, 1],
-    "decoder_layers_per_block": [1, 1, 1],
-    "encoder_qkv_multiscales": [[], [], [5]],
-    "decoder_qkv_multiscales": [[], [], [5]],
-    "latent_channels": 8,
-}
-
+from vgt.testing import TINY_DCAE, tiny_ae, tiny_internvl_backbone
+from vgt.testing import random_images as images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -36,14 +20,7 @@ def backbone():
 
 
 def make_ae(backbone, **overrides) -> VGTAutoencoder:
-    torch.manual_seed(0)
-    return VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", latent_channels=8, dcae=TINY_DCAE,
-                                                            **overrides))
-
-
-def images(b=2, h=32, w=32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.rand(b, 3, h, w, generator=g) * 2 - 1
+    return tiny_ae(backbone, **overrides)
 
 
 def test_shapes_and_strides(backbone):
@@ -51,7 +28,7 @@ def test_shapes_and_strides(backbone):
     assert ae.stride == backbone.vision.stride == 8
     assert ae.decoder_stride == 4  # decoded at stride 4, resized to the encoder's stride 8
     for h, w in [(32, 32), (48, 24)]:
-        out = ae(images(h=h, w=w))
+        out = ae(images(height=h, width=w))
         assert out.latent.shape == (2, 8, h // 8, w // 8)
         assert out.tokens.shape == (2, (h // 8) * (w // 8), backbone.vision.out_dim)
         assert out.sample.shape == (2, 3, h, w)
@@ -64,7 +41,7 @@ def test_shapes_and_strides(backbone):
 def test_input_contract_errors(backbone):
     ae = make_ae(backbone)
     with pytest.raises(ValueError, match="multiple of the VGT-AE stride 8"):
-        ae.encode(images(h=30, w=32))
+        ae.encode(images(height=30, width=32))
     with pytest.raises(ValueError, match=r"\[-1, 1\]"):
         ae.encode((images() + 1) * 127.5)
     with pytest.raises(ValueError, match="expected latents"):
@@ -73,29 +50,32 @@ def test_input_contract_errors(backbone):
 
 def test_channel_norm_statistics(backbone):
     ae = make_ae(backbone, channel_norm=True)
-    z = ae.encode(images(b=3)).latent
+    z = ae.encode(images(batch=3)).latent
     per_token_mean = z.mean(dim=1)
     per_token_var = z.var(dim=1, unbiased=False)
     assert torch.allclose(per_token_mean, torch.zeros_like(per_token_mean), atol=1e-5)
     assert torch.allclose(per_token_var, torch.ones_like(per_token_var), atol=1e-3)
-    raw = make_ae(backbone).encode(images(b=3)).latent
+    raw = make_ae(backbone).encode(images(batch=3)).latent
     assert not torch.allclose(raw.mean(dim=1), torch.zeros_like(raw.mean(dim=1)), atol=1e-3)
     assert torch.allclose(normalize_latents(raw), z, atol=1e-5)  # the public normalizer is the encoder's
 
 
 def test_noise_only_in_training(backbone):
-    ae = make_ae(backbone, noise_gamma=0.5)
+    ae = make_ae(backbone)
     x = images()
     ae.eval()
-    a, b = ae(x), ae(x)
+    a, b = ae(x, noise_gamma=0.5), ae(x, noise_gamma=0.5)
     assert torch.equal(a.sample, b.sample)
     assert torch.equal(a.sample, ae.decode(ae.encode(x).latent).sample)
     ae.train()
     g1, g2 = torch.Generator().manual_seed(1), torch.Generator().manual_seed(2)
-    n1, n2 = ae(x, generator=g1), ae(x, generator=g2)
+    n1, n2 = ae(x, generator=g1, noise_gamma=0.5), ae(x, generator=g2, noise_gamma=0.5)
     assert not torch.allclose(n1.sample, n2.sample)
-    assert torch.equal(ae(x, generator=torch.Generator().manual_seed(1)).sample, n1.sample)  # seeded
+    assert torch.equal(ae(x, generator=torch.Generator().manual_seed(1), noise_gamma=0.5).sample, n1.sample)  # seeded
     assert torch.equal(n1.latent, a.latent)  # the reported latent is the clean one
+    assert torch.equal(ae(x).sample, a.sample)  # no noise unless the trainer asks for it
+    with pytest.raises(ValueError, match="noise_gamma must be >= 0"):
+        ae(x, noise_gamma=-0.1)
 
 
 def test_noise_scale_per_sample():
@@ -114,8 +94,11 @@ def test_save_load_round_trip(backbone, tmp_path):
         for p in ae.parameters():
             p.add_(0.01 * torch.randn_like(p))  # weights that differ from any fresh init
     ae.save_pretrained(tmp_path / "ae")
-    assert json.loads((tmp_path / "ae" / "config.json").read_text())["channel_norm"] is True
-    loaded = VGTAutoencoder.from_pretrained(tmp_path / "ae", backbone=backbone).eval()
+    config = json.loads((tmp_path / "ae" / "config.json").read_text())
+    assert config["channel_norm"] is True and config["_class_name"] == "VGTAutoencoder"
+    assert config["vision"]["family"] == "internvl" and config["stride"] == 8
+    assert "noise_gamma" not in config and "backbone_path" not in config  # no training setting, no VLM pointer
+    loaded = VGTAutoencoder.from_pretrained(tmp_path / "ae").eval()  # built from its config alone
     x = images()
     assert torch.equal(ae(x).sample, loaded(x).sample)
     assert torch.equal(ae.encode(x).latent, loaded.encode(x).latent)
@@ -126,20 +109,37 @@ def test_strict_loading_names_missing_keys(backbone, tmp_path):
 
     ae = make_ae(backbone)
     ae.save_pretrained(tmp_path / "ae")
-    weights = tmp_path / "ae" / "model.safetensors"
+    weights = tmp_path / "ae" / "diffusion_pytorch_model.safetensors"
     state = load_file(str(weights))
     del state["bottleneck.to_latent.1.weight"]
     state["extra.weight"] = torch.zeros(1)
     save_file(state, str(weights))
     with pytest.raises(ValueError, match=r"missing keys \(1\): bottleneck\.to_latent\.1\.weight.*extra\.weight"):
-        VGTAutoencoder.from_pretrained(tmp_path / "ae", backbone=backbone)
+        VGTAutoencoder.from_pretrained(tmp_path / "ae")
+    state = load_file(str(weights))
+    del state["extra.weight"]
+    state["bottleneck.to_latent.1.weight"] = torch.zeros(3, 3)
+    save_file(state, str(weights))
+    with pytest.raises(ValueError, match=r"shape mismatches \(1\): bottleneck\.to_latent\.1\.weight \(3, 3\)"):
+        VGTAutoencoder.from_pretrained(tmp_path / "ae")
 
 
-def test_missing_backbone_folder_is_a_clear_error(backbone, tmp_path):
-    ae = make_ae(backbone)
+def test_config_of_an_older_export_loads_through_its_vlm_folder(backbone, tmp_path):
+    """Older exports recorded `noise_gamma` and pointed at their VLM (`backbone_path`) instead of describing the
+    vision path; they still load, taking the description from the VLM folder's config."""
+    ae = make_ae(backbone).eval()
     ae.save_pretrained(tmp_path / "ae")
+    config = json.loads((tmp_path / "ae" / "config.json").read_text())
+    old = {k: v for k, v in config.items() if k != "vision" and not k.startswith("_")}
+    (tmp_path / "ae" / "config.json").write_text(json.dumps({**old, "noise_gamma": 0.1,
+                                                             "backbone_path": "../vlm"}))
+    (tmp_path / "ae" / "diffusion_pytorch_model.safetensors").rename(tmp_path / "ae" / "model.safetensors")
     with pytest.raises(FileNotFoundError, match="backbone_path"):
         VGTAutoencoder.from_pretrained(tmp_path / "ae")
+    backbone.save_pretrained(tmp_path / "vlm")
+    loaded = VGTAutoencoder.from_pretrained(tmp_path / "ae")
+    assert loaded.config.vision == ae.config.vision
+    assert torch.equal(loaded.encode(images()).latent, ae.encode(images()).latent)
 
 
 def test_pixel_encoder_same_grid_as_vlm(backbone, tmp_path):
@@ -147,7 +147,7 @@ def test_pixel_encoder_same_grid_as_vlm(backbone, tmp_path):
     pixel = VGTAutoencoder.from_backbone(
         None, AEConfig(encoder="pixel", stride=vlm.stride, latent_channels=8, dcae=TINY_DCAE, channel_norm=True)
     )
-    x = images(h=48, w=32)
+    x = images(height=48, width=32)
     assert pixel.encode(x).latent.shape == vlm.encode(x).latent.shape
     assert pixel(x).sample.shape == x.shape
     assert not hasattr(pixel, "vision")

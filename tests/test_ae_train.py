@@ -4,7 +4,6 @@ import copy
 
 import pytest
 import torch
-from test_ae_model import TINY_DCAE, images
 
 from vgt.ae.config import ae_preset, stage_preset
 from vgt.ae.discriminator import DiscriminatorConfig
@@ -12,7 +11,8 @@ from vgt.ae.losses import hinge_discriminator_loss
 from vgt.ae.model import VGTAutoencoder
 from vgt.ae.trainer import AETrainingModule, ae_loss_fn, export_autoencoder
 from vgt.ae.understanding import backbone_with_tuned_vision
-from vgt.vlm.model import tiny_internvl_backbone
+from vgt.testing import TINY_DCAE, tiny_internvl_backbone
+from vgt.testing import random_images as images
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -48,7 +48,8 @@ def test_teacher_is_frozen_and_not_checkpointed(backbone):
     assert state and not any(k.startswith("teacher.") for k in state)
     assert any(k.startswith("ae.vision.") for k in state)
     module.load_state_dict(state, strict=True)  # strict load works without the teacher's weights
-    assert module.ae.config.channel_norm and module.ae.config.noise_gamma == 0.1  # stage 2 regularisers on
+    assert module.ae.config.channel_norm and module.stage.noise_gamma == 0.1  # stage 2 regularisers on
+    assert not hasattr(module.ae.config, "noise_gamma")  # a training setting, not saved with the model
 
 
 def test_freeze_encoder_and_lr_multipliers(backbone):

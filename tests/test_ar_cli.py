@@ -8,22 +8,18 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_ar_pipeline import tiny_pipeline
 
 from vgt import threads
-from vgt.ar.pipeline import VGTPipeline
 from vgt.cli import main
 from vgt.eval.layout import read_layout
+from vgt.pipeline import VGTPipeline
+from vgt.testing import fill_zero_parameters, tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     pipe = tiny_pipeline()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():
-        for param in pipe.model.head.parameters():
-            if param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.1)
+    fill_zero_parameters(pipe.generator.head, seed=1)
     path = tmp_path_factory.mktemp("model") / "vgt"
     pipe.save_pretrained(path)
     return path
@@ -124,7 +120,7 @@ def test_sample_benchmark_writes_geneval_layout_and_resumes(model_dir, tmp_path,
 
 def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
     run = tmp_path / "run"
-    args = ["train", "ar", "--backbone-path", str(model_dir / "backbone"), "--ae", str(model_dir / "ae"),
+    args = ["train", "ar", "--backbone-path", str(model_dir / "vlm"), "--ae", str(model_dir / "ae"),
             "--run-dir", str(run), "--max-steps", "3", "--batch-size", "2", "--size", "16", "--log-every", "1",
             "--eval-every", "3", "--sample-prompts", "a red circle", "--seed", "0",
             "--eval-prompts", str(write_prompts(tmp_path / "prompts.jsonl")), "--eval-max-prompts", "2"]
@@ -135,21 +131,21 @@ def test_train_ar_runs_through_the_engine_and_exports(model_dir, tmp_path):
     assert all(np.isfinite(m["loss"]) for m in metrics if "loss" in m)
     assert any(0 <= m.get("shapes_eval/overall", -1) <= 1 for m in metrics)
     pipe = VGTPipeline.from_pretrained(run / "model")
-    assert pipe.config.sampling.grid_size == 2  # 16 px / stride 8
+    assert pipe.generator.config.sampling.grid_size == 2  # 16 px / stride 8
     image = pipe("a red circle", num_inference_steps=2, generator=torch.Generator().manual_seed(0)).images[0]
     assert image.size == (16, 16)
 
 
 def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
     cache = tmp_path / "cache"
-    assert main(["cache-latents", "--model", str(model_dir / "ae"), "--backbone-path", str(model_dir / "backbone"),
+    assert main(["cache-latents", "--model", str(model_dir / "ae"), "--backbone-path", str(model_dir / "vlm"),
                  "--data", "shapes", "--size", "24", "--num-samples", "4", "--shard-size", "4",
                  "--out", str(cache)]) == 0
     run = tmp_path / "run"
-    assert main(["train", "ar", "--backbone-path", str(model_dir / "backbone"), "--ae", str(model_dir / "ae"),
+    assert main(["train", "ar", "--backbone-path", str(model_dir / "vlm"), "--ae", str(model_dir / "ae"),
                  "--data", f"latents:{cache}", "--run-dir", str(run), "--max-steps", "2", "--batch-size", "2"]) == 0
     pipe = VGTPipeline.from_pretrained(run / "model")
-    assert pipe.config.sampling.grid_size == 3  # the cache's 3x3 latents, not the default resolution
+    assert pipe.generator.config.sampling.grid_size == 3  # the cache's 3x3 latents, not the default resolution
 
 
 def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys):
@@ -160,7 +156,7 @@ def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys)
     assert main(["sampling-defaults", "--model", str(model), "--guidance-scale", "2.5", "--sampler", "heun",
                  "--num-inference-steps", "7", "--temperature", "0.8"]) == 0
     assert json.loads(capsys.readouterr().out)["guidance_scale"] == 2.5
-    sampling = VGTPipeline.from_pretrained(model).config.sampling
+    sampling = VGTPipeline.from_pretrained(model).generator.config.sampling
     assert (sampling.guidance_scale, sampling.sampler, sampling.num_inference_steps, sampling.temperature) == (
         2.5, "heun", 7, 0.8)
     with pytest.raises(SystemExit):  # argparse: "argument --num-inference-steps: must be >= 1, got 0"

@@ -20,7 +20,7 @@ from vgt.ar.sampling import (
     sample_sde,
 )
 from vgt.ar.sequence import NO_GROUP, decoding_layout, left_align_padding, training_layout
-from vgt.vlm.model import tiny_internvl_backbone
+from vgt.testing import tiny_internvl_backbone
 
 CAPTIONS = ["a red circle", "two blue squares to the left of a green triangle"]
 CHANNELS = 8
@@ -337,7 +337,7 @@ def test_bad_arguments_are_clear_errors(model):
 @pytest.mark.parametrize("kind", ["qwen2_5_vl", "internvl-eager"])
 def test_other_backbones_and_attention_kernels(kind):
     """The custom 4-D masks and position ids work with Qwen2.5-VL's mRoPE LLM and with eager attention too."""
-    from vgt.vlm.model import tiny_qwen2_5_vl_backbone
+    from vgt.testing import tiny_qwen2_5_vl_backbone
 
     backbone = tiny_qwen2_5_vl_backbone(words=CAPTIONS) if kind == "qwen2_5_vl" else tiny_internvl_backbone(
         words=CAPTIONS)

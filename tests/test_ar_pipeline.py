@@ -2,57 +2,38 @@
 
 from __future__ import annotations
 
+import json
 import math
+import shutil
 
 import numpy as np
 import pytest
 import torch
+from diffusers import DiffusionPipeline
 
-from vgt.ae.config import ae_preset
-from vgt.ae.dcae import DCAE_SMALL_CPU
-from vgt.ae.model import VGTAutoencoder
-from vgt.ar.config import ARConfig, FlowHeadConfig, SamplingConfig
-from vgt.ar.model import VGTForGeneration
-from vgt.ar.pipeline import AE_DIR, GENERATOR_DIR, WEIGHTS_NAME, VGTPipeline
+from vgt import VGTAutoencoder, VGTForGeneration, VGTPipeline
 from vgt.ar.training import ARLoss
 from vgt.data.sources import Source
+from vgt.loading import WEIGHTS_NAME
+from vgt.pipeline import AE_DIR, GENERATOR_DIR, MODEL_INDEX, TOKENIZER_DIR, VLM_DIR
+from vgt.testing import fill_zero_parameters, tiny_pipeline
 from vgt.train import TrainConfig, train
-from vgt.vlm.model import tiny_internvl_backbone
 
 CAPTION = "a red circle"
-# a DC-AE decoder small enough for unit tests (stride 4, 8 latent channels)
-TINY_DCAE = {
-    **DCAE_SMALL_CPU, "attention_head_dim": 8, "latent_channels": 8,
-    "encoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
-    "decoder_block_types": ["ResBlock", "ResBlock", "EfficientViTBlock"],
-    "encoder_block_out_channels": [8, 16, 32], "decoder_block_out_channels": [8, 16, 32],
-    "encoder_layers_per_block": [1, 1, 1], "decoder_layers_per_block": [1, 1, 1],
-    "encoder_qkv_multiscales": [[], [], [5]], "decoder_qkv_multiscales": [[], [], [5]],
-}
-
-
-def tiny_pipeline(seed: int = 0, head_width: int = 32) -> VGTPipeline:
-    """Random tiny InternVL (stride 8, 32 px) + a random stage-2 VGT-AE + a VGT-AR with a 4x4 default grid."""
-    backbone = tiny_internvl_backbone(image_size=32, words=[CAPTION, "a blue square"])
-    torch.manual_seed(seed)
-    ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", latent_channels=8, dcae=TINY_DCAE,
-                                                          channel_norm=True))
-    config = ARConfig(hidden_size=backbone.text.hidden_size, latent_channels=8, max_grid=6,
-                      head=FlowHeadConfig(width=head_width, depth=2),
-                      sampling=SamplingConfig(grid_size=4, num_inference_steps=4))
-    model = VGTForGeneration(config, backbone, ae=ae)
-    return VGTPipeline(model, ae)
 
 
 @pytest.fixture(scope="module")
 def pipe() -> VGTPipeline:
     p = tiny_pipeline()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # give the zero-initialised head layers values so that outputs depend on the inputs
-        for param in p.model.head.parameters():
-            if param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.1)
+    fill_zero_parameters(p.generator.head, seed=1)  # so that outputs depend on the inputs
     return p
+
+
+@pytest.fixture(scope="module")
+def saved(pipe, tmp_path_factory):
+    path = tmp_path_factory.mktemp("pipeline") / "model"
+    pipe.save_pretrained(path)
+    return path
 
 
 def pixels(images) -> np.ndarray:
@@ -89,30 +70,142 @@ def test_one_generator_per_image_makes_images_independent_of_the_batch(pipe):
         pipe(CAPTION, num_images_per_prompt=2, generator=[torch.Generator()])
 
 
-def test_save_and_load_round_trip(pipe, tmp_path):
-    pipe.save_pretrained(tmp_path / "model")
-    loaded = VGTPipeline.from_pretrained(tmp_path / "model")
+def test_save_writes_the_diffusers_layout(saved):
+    index = json.loads((saved / MODEL_INDEX).read_text())
+    assert index["_class_name"] == "VGTPipeline"
+    assert index[AE_DIR] == ["vgt.ae.model", "VGTAutoencoder"]
+    assert index[GENERATOR_DIR] == ["vgt.ar.model", "VGTForGeneration"]
+    assert index[VLM_DIR] == ["transformers", "InternVLForConditionalGeneration"]
+    assert index[TOKENIZER_DIR][0] == "transformers"
+    for component in (AE_DIR, GENERATOR_DIR):
+        assert sorted(p.name for p in (saved / component).iterdir()) == ["config.json", WEIGHTS_NAME]
+    generator_keys = load_keys(saved / GENERATOR_DIR / WEIGHTS_NAME)
+    assert generator_keys and not any(k.startswith("llm.") for k in generator_keys)  # the LLM is saved once, in vlm/
+
+
+def load_keys(path) -> set[str]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return set(f.keys())
+
+
+def test_save_and_load_round_trip(pipe, saved):
+    loaded = VGTPipeline.from_pretrained(saved)
     kwargs = dict(num_inference_steps=3, guidance_scale=2.0)
     a = pixels(pipe(CAPTION, generator=torch.Generator().manual_seed(5), **kwargs).images)
     b = pixels(loaded(CAPTION, generator=torch.Generator().manual_seed(5), **kwargs).images)
     assert np.array_equal(a, b)
-    assert loaded.config == pipe.config
-    ae = VGTAutoencoder.from_pretrained(tmp_path / "model" / AE_DIR)  # on its own: finds the pipeline's VLM
+    assert loaded.generator.config == pipe.generator.config and loaded.ae.config == pipe.ae.config
+    assert next(loaded.generator.parameters()).dtype == torch.float32
+    half = VGTPipeline.from_pretrained(saved, dtype=torch.bfloat16)
+    assert {p.dtype for p in half.vlm.parameters()} == {torch.bfloat16}
+    assert next(half.ae.parameters()).dtype == torch.bfloat16
+
+
+def test_components_load_on_their_own(pipe, saved):
+    ae = VGTAutoencoder.from_pretrained(saved / AE_DIR)  # no VLM needed: its config describes the vision path
     assert all(torch.equal(v, ae.state_dict()[k]) for k, v in pipe.ae.state_dict().items())
+    generator = VGTForGeneration.from_pretrained(saved, subfolder=GENERATOR_DIR)
+    assert generator.backbone is None and not hasattr(generator, "llm")
+    assert generator.state_dict().keys() == pipe.generator.generator_state().keys()
+    assert all(torch.equal(v, pipe.generator.state_dict()[k]) for k, v in generator.state_dict().items())
+    fresh = VGTAutoencoder.from_config(VGTAutoencoder.load_config(saved / AE_DIR))  # diffusers' idiom: new weights
+    assert fresh.config == pipe.ae.config and fresh.state_dict().keys() == pipe.ae.state_dict().keys()
+    fresh = VGTForGeneration.from_config(VGTForGeneration.load_config(saved / GENERATOR_DIR))
+    assert fresh.config == pipe.generator.config
 
 
-def test_loading_fails_loudly_on_missing_weights(pipe, tmp_path):
+def test_generic_diffusers_loader_needs_the_vgt_class(saved):
+    """diffusers looks the class named in model_index.json up in the diffusers package; a pipeline class from
+    another package is reached only through a code file in the folder (trust_remote_code), so vgt folders load with
+    VGTPipeline.from_pretrained (docs/api.md)."""
+    with pytest.raises(AttributeError, match="VGTPipeline"):
+        DiffusionPipeline.from_pretrained(saved)
+
+
+def corrupt(saved, tmp_path, component: str, change):
     from safetensors.torch import load_file, save_file
 
-    pipe.save_pretrained(tmp_path / "model")
-    weights = tmp_path / "model" / GENERATOR_DIR / WEIGHTS_NAME
+    copy = tmp_path / "copy"
+    shutil.copytree(saved, copy)
+    weights = next((copy / component).glob("*.safetensors"))
     state = load_file(str(weights))
-    del state["image_start"]
+    change(state)
     save_file(state, str(weights))
-    with pytest.raises(ValueError, match="missing keys .*image_start"):
-        VGTPipeline.from_pretrained(tmp_path / "model")
+    return copy
+
+
+@pytest.mark.parametrize("component, change, message", [
+    (GENERATOR_DIR, lambda s: s.pop("image_start"), r"missing keys \(1\): image_start"),
+    (GENERATOR_DIR, lambda s: s.update(extra=torch.zeros(1)), r"unexpected keys \(1\): extra"),
+    (GENERATOR_DIR, lambda s: s.update(image_start=torch.zeros(3)), r"shape mismatches \(1\): image_start \(3,\)"),
+    (AE_DIR, lambda s: s.pop("bottleneck.to_latent.1.weight"), r"missing keys \(1\): bottleneck"),
+    (VLM_DIR, lambda s: s.pop(next(k for k in s if "layers.0." in k)), r"missing_keys \(1\)"),
+])
+def test_loading_fails_loudly_on_wrong_weights(saved, tmp_path, component, change, message):
+    with pytest.raises(ValueError, match=message):
+        VGTPipeline.from_pretrained(corrupt(saved, tmp_path, component, change))
+
+
+def test_a_folder_that_is_no_pipeline_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a VGT pipeline folder"):
         VGTPipeline.from_pretrained(tmp_path)
+
+
+def test_return_dict_false_gives_a_tuple(pipe):
+    out = pipe(CAPTION, output_type="latent", return_dict=False, generator=torch.Generator().manual_seed(0))
+    assert isinstance(out, tuple) and len(out) == 1
+    same = pipe(CAPTION, output_type="latent", generator=torch.Generator().manual_seed(0)).images
+    assert torch.equal(out[0], same)
+
+
+def test_progress_bar_follows_set_progress_bar_config(pipe, capsys):
+    try:
+        pipe.set_progress_bar_config(disable=False, desc="decoding")
+        pipe(CAPTION, tokens_per_step=16, generator=torch.Generator().manual_seed(0))
+        assert "decoding" in capsys.readouterr().err
+        pipe.set_progress_bar_config(disable=True)
+        pipe(CAPTION, tokens_per_step=16, generator=torch.Generator().manual_seed(0))
+        assert "decoding" not in capsys.readouterr().err
+    finally:
+        pipe.set_progress_bar_config(disable=True)
+
+
+def old_layout(saved, tmp_path):
+    """The same model in the layout vgt wrote before the diffusers one (pipeline.json, backbone/, model.safetensors,
+    an AE config pointing at ../backbone and holding the training-only noise_gamma)."""
+    old = tmp_path / "old"
+    (old / "backbone").mkdir(parents=True)
+    for folder in (VLM_DIR, TOKENIZER_DIR):
+        for f in (saved / folder).iterdir():
+            shutil.copy2(f, old / "backbone" / f.name)
+    for component in (AE_DIR, GENERATOR_DIR):
+        (old / component).mkdir()
+        shutil.copy2(saved / component / WEIGHTS_NAME, old / component / "model.safetensors")
+        config = {k: v for k, v in json.loads((saved / component / "config.json").read_text()).items()
+                  if not k.startswith("_")}
+        if component == AE_DIR:
+            config = {**{k: v for k, v in config.items() if k != "vision"}, "backbone_path": "../backbone",
+                      "noise_gamma": 0.1}
+        (old / component / "config.json").write_text(json.dumps(config))
+    (old / "pipeline.json").write_text(json.dumps({"format": "vgt-pipeline", "version": 1, "backbone": "internvl"}))
+    return old
+
+
+def test_old_layout_is_refused_with_the_conversion_and_converts_to_the_same_model(pipe, saved, tmp_path):
+    from vgt.cli import main
+
+    old = old_layout(saved, tmp_path)
+    with pytest.raises(FileNotFoundError, match="vgt convert pipeline"):
+        VGTPipeline.from_pretrained(old)
+    assert main(["convert", "pipeline", str(old), str(tmp_path / "new")]) == 0
+    converted = VGTPipeline.from_pretrained(tmp_path / "new")
+    new_weights = tmp_path / "new" / GENERATOR_DIR / WEIGHTS_NAME
+    assert new_weights.read_bytes() == (saved / GENERATOR_DIR / WEIGHTS_NAME).read_bytes()  # copied byte for byte
+    a = pipe(CAPTION, output_type="latent", generator=torch.Generator().manual_seed(2)).images
+    b = converted(CAPTION, output_type="latent", generator=torch.Generator().manual_seed(2)).images
+    assert torch.equal(a, b)
 
 
 @pytest.mark.parametrize(
@@ -121,7 +214,12 @@ def test_loading_fails_loudly_on_missing_weights(pipe, tmp_path):
         (dict(prompt=[]), "empty prompt list"),
         (dict(height=30), "not a multiple of the AE stride 8"),
         (dict(height=56, width=56), "larger than this model's 6x6 query grid"),
-        (dict(num_inference_steps=0), "positive integer"),
+        (dict(num_inference_steps=0), "num_inference_steps must be >= 1"),
+        (dict(num_inference_steps=2.5), "num_inference_steps must be a whole number"),
+        (dict(num_inference_steps=1), ">= 2 for the SDE"),
+        (dict(sampler="ddim"), "sampler 'ddim' is unknown"),
+        (dict(cfg_schedule="cosine"), "cfg_schedule 'cosine' is unknown"),
+        (dict(temperature=float("nan")), "temperature must be a finite number"),
         (dict(num_images_per_prompt=0), ">= 1"),
         (dict(order="spiral"), "order 'spiral' is unknown"),
         (dict(output_type="jpeg"), "output_type 'jpeg' is unknown"),
@@ -163,7 +261,7 @@ def overfit_one_pair(tmp_path, steps: int, min_lr: float):
         reference = pipe.ae.decode(latent).sample
     cfg = TrainConfig(run_dir=str(tmp_path / "run"), steps=steps, batch_size=8, lr=3e-3, min_lr=min_lr,
                       weight_decay=0.0, log_every=50, save_every=0, resume="never")
-    result = train(pipe.model, ARLoss(pipe.ae), OnePair(latent[0], CAPTION), cfg)
+    result = train(pipe.generator, ARLoss(pipe.ae), OnePair(latent[0], CAPTION), cfg)
     return pipe, latent, reference, result
 
 
@@ -207,10 +305,20 @@ def test_saved_default_temperature_is_used_and_an_argument_overrides_it(pipe):
         return pipe("a red circle", output_type="latent", order="raster", num_inference_steps=3,
                     generator=torch.Generator().manual_seed(seed), **kwargs).images
 
-    saved = pipe.config.sampling.temperature
+    saved_temperature = pipe.generator.config.sampling.temperature
     try:
-        pipe.config.sampling.temperature = 0.0  # no head noise: in raster order the seed no longer matters
+        pipe.generator.config.sampling.temperature = 0.0  # no head noise: in raster order the seed no longer matters
         assert torch.equal(latents(1), latents(2))
         assert not torch.allclose(latents(1, temperature=1.0), latents(2, temperature=1.0))
     finally:
-        pipe.config.sampling.temperature = saved
+        pipe.generator.config.sampling.temperature = saved_temperature
+
+
+def test_model_cpu_offload_keeps_the_images():
+    """diffusers' offload hooks VGTForGeneration.generate and the AE's decode (here onto the CPU itself, the only
+    device a CPU test has: the hooks run, the numbers must not change)."""
+    pipe = tiny_pipeline()
+    before = pipe(CAPTION, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    pipe.enable_model_cpu_offload(device="cpu")
+    after = pipe(CAPTION, output_type="np", generator=torch.Generator().manual_seed(0)).images
+    assert np.array_equal(before, after)

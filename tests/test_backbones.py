@@ -9,13 +9,32 @@ from safetensors.torch import load_file, save_file
 
 from vgt.backbones import load_backbone
 from vgt.backbones.base import GENERATION_INSTRUCTION, UNCONDITIONAL_INSTRUCTION
-from vgt.vlm.model import SmallVLMBackbone, tiny_internvl_backbone, tiny_qwen2_5_vl_backbone
+from vgt.testing import tiny_internvl_backbone, tiny_qwen2_5_vl_backbone
+from vgt.vlm.model import SmallVLMBackbone
 
 CAPTION = "a red circle left of a blue square"
 
 
 def random_images(batch, height, width, seed=0):
     return torch.rand(batch, 3, height, width, generator=torch.Generator().manual_seed(seed)) * 2 - 1
+
+
+@pytest.mark.parametrize("name", ["internvl", "qwen2_5_vl"])
+def test_prompts_are_each_prompt_s_own_ids_then_pads(name):
+    """The tokenizer's own right padding: row i is prompt i tokenized alone (no added special tokens), then pads."""
+    backbone = BUILDERS[name]()
+    captions = [CAPTION, None, "a red circle"]
+    batch = backbone.generation_prompts(captions)
+    tokenizer = backbone.tokenizer
+    for row, caption in enumerate(captions):
+        text = backbone.chat_prompt(UNCONDITIONAL_INSTRUCTION if caption is None
+                                    else GENERATION_INSTRUCTION.format(caption=caption))
+        ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+        n = len(ids)
+        assert batch["input_ids"][row, :n].tolist() == ids and batch["attention_mask"][row, :n].all()
+        assert (batch["input_ids"][row, n:] == tokenizer.pad_token_id).all()
+        assert not batch["attention_mask"][row, n:].any()
+    assert batch["input_ids"].dtype == batch["attention_mask"].dtype == torch.long
 
 
 def tiny_small_vlm(image_size=32, seed=0):

@@ -67,11 +67,10 @@ def test_damaged_cache_shard_is_skipped(tmp_path):
 
 
 def test_cache_latents_command_with_a_saved_autoencoder(tmp_path):
-    from test_ae_model import TINY_DCAE
-
     from vgt.ae.config import ae_preset
     from vgt.ae.model import VGTAutoencoder
     from vgt.cli import main
+    from vgt.testing import TINY_DCAE
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)

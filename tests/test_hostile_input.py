@@ -25,7 +25,7 @@ def test_export_never_replaces_the_run_or_a_foreign_folder_and_says_so_before_tr
     (run_dir / "checkpoints" / "step_00000001").mkdir(parents=True)
     (tmp_path / "mine").mkdir()
     (tmp_path / "mine" / "notes.txt").write_text("keep")
-    base = ["train", "ar", "--backbone-path", SHIPPED / "backbone", "--ae", SHIPPED / "ae", "--run-dir", run_dir,
+    base = ["train", "ar", "--backbone-path", SHIPPED / "vlm", "--ae", SHIPPED / "ae", "--run-dir", run_dir,
             "--max-steps", 1, "--resume", "never"]
     for export, overwrite in ((run_dir, ["--overwrite"]), (tmp_path, ["--overwrite"]), (SHIPPED / "ae", [])):
         assert "overlaps" in error_of(capsys, *base, "--export", export, *overwrite)
@@ -102,7 +102,7 @@ def test_non_finite_settings_are_refused_by_the_library_too():
     import math
 
     from vgt.ar.config import SamplingConfig
-    from vgt.ar.pipeline import VGTPipeline
+    from vgt.pipeline import VGTPipeline
     from vgt.train import TrainConfig
 
     for field in ("guidance_scale", "temperature"):
@@ -118,8 +118,8 @@ def test_non_finite_settings_are_refused_by_the_library_too():
             pipe("one red circle", num_inference_steps=2, **kwargs)
 
 
-@pytest.mark.parametrize("weights", ["generator/model.safetensors", "ae/model.safetensors",
-                                     "backbone/model.safetensors"])
+@pytest.mark.parametrize("weights", ["generator/diffusion_pytorch_model.safetensors",
+                                     "ae/diffusion_pytorch_model.safetensors", "vlm/model.safetensors"])
 @pytest.mark.parametrize("how", ["cut", "nan"])
 def test_corrupt_or_non_finite_weights_are_refused_when_loading(weights, how, tmp_path, capsys):
     model = _broken_copy(tmp_path, weights, how)
@@ -140,7 +140,7 @@ def test_ae_commands_find_the_recorded_vlm_from_any_directory(tmp_path, capsys, 
 @pytest.mark.parametrize("argv", [
     ["generate", "x", "--model", "missing"], ["generate", "x", "--out", "afile/x.png", "--num-inference-steps", "2"],
     ["reconstruct", "missing.png", "--model", SHIPPED / "ae"], ["reconstruct", "afile", "--model", SHIPPED / "ae"],
-    ["caption", "missing.png", "--model", SHIPPED / "backbone"], ["eval", "shapes", "missing"],
+    ["caption", "missing.png", "--model", SHIPPED / "vlm"], ["eval", "shapes", "missing"],
     ["eval", "shapes", "afile"], ["shapes", "export", "--out", "afile", "--n", "1"],
     ["shapes", "prompts", "--out", "afile/p.jsonl"], ["train", "toy", "--run-dir", "afile", "--max-steps", "1"],
     ["train", "toy", "--run-dir", "r", "--data", "folder:missing"], ["train", "toy", "--run-dir", "r", "--data",
@@ -179,7 +179,7 @@ def test_unwritable_output_and_full_disk_are_one_line_errors(tmp_path, capsys, m
 def test_words_outside_the_vocabulary_are_named_and_capitals_lower_cased(capsys, tmp_path):
     import torch
 
-    from vgt.ar.pipeline import VGTPipeline
+    from vgt.pipeline import VGTPipeline
 
     err = error_of(capsys, "generate", "a purple dragon", "--out", tmp_path / "x.png", "--num-inference-steps", 2)
     assert "'dragon' not in this model's vocabulary" in err and "circle" in err
@@ -205,7 +205,7 @@ def test_sixteen_bit_and_float_grayscale_images_keep_their_brightness(tmp_path):
     assert abs(to_tensor(Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32))).mean().item()) < 0.01
 
 
-@pytest.mark.parametrize("file, text", [("generator/config.json", "{garbage"), ("pipeline.json", "[1]"),
+@pytest.mark.parametrize("file, text", [("generator/config.json", "{garbage"), ("model_index.json", "[1]"),
                                         ("ae/config.json", '{"encoder": 3}'), ("generator/config.json", "")])
 def test_damaged_model_configs_are_one_line_errors_naming_the_file(file, text, tmp_path, capsys):
     model = tmp_path / "model"

@@ -13,10 +13,10 @@ import torch
 from safetensors.torch import load_file
 
 from vgt.ae.model import VGTAutoencoder
-from vgt.ar.pipeline import VGTPipeline
 from vgt.ar.sampling import generate_latents
 from vgt.cli import main
 from vgt.official import ConversionError, convert_official
+from vgt.pipeline import VGTPipeline
 
 FIXTURES = Path(__file__).parent / "fixtures" / "official"
 AE_FILES = {"internvl": "vgt_ae_internvl3.pth", "qwen": "vgt_ae_qwen25vl.pth"}
@@ -68,15 +68,15 @@ def test_teacher_forced_head_velocities_match_the_authors_code(converted):
     path, pipe = converted
     ref, settings = load_file(fixture(path, "reference_ar.safetensors")), reference(path)
     tol, captions = settings["tolerances"], [settings["teacher_forced"]["caption"], None]
-    prompts = pipe.model.prompts(captions)  # their template, no system turn, right-padded
+    prompts = pipe.generator.prompts(captions)  # their template, no system turn, right-padded
     assert torch.equal(prompts["input_ids"], ref["input_ids"])
     assert torch.equal(prompts["attention_mask"], ref["attention_mask"])
     order = ref["order"].long()
     with torch.no_grad():
-        states = pipe.model.teacher_forced_query_states(ref["latents"], captions, order.expand(2, -1))
+        states = pipe.generator.teacher_forced_query_states(ref["latents"], captions, order.expand(2, -1))
         states = states[:, order.argsort()]  # generation order -> raster, as their head call
         assert max_error(states, ref["query_states"]) < tol["query_states_atol"]
-        velocity = pipe.model.velocity(ref["x_t"], ref["t"], states)
+        velocity = pipe.generator.velocity(ref["x_t"], ref["t"], states)
     assert max_error(velocity, ref["velocity"]) < tol["velocity_atol"]
 
 
@@ -84,7 +84,7 @@ def generate_as_reference(pipe: VGTPipeline, path: str) -> torch.Tensor:
     ref, gen = load_file(fixture(path, "reference_generate.safetensors")), reference(path)["generate"]
     grid = (gen["height"] // pipe.ae.stride, gen["width"] // pipe.ae.stride)
     with torch.no_grad():
-        return generate_latents(pipe.model, [gen["caption"]], grid, guidance_scale=gen["cfg_scale"],
+        return generate_latents(pipe.generator, [gen["caption"]], grid, guidance_scale=gen["cfg_scale"],
                                 cfg_schedule=gen["cfg_schedule"], num_inference_steps=gen["num_steps"],
                                 orders=ref["order"].long()[None], noise=ref["noise"]).latents
 
@@ -93,8 +93,8 @@ def test_whole_generation_with_the_fed_noise_matches_the_authors_code(converted)
     path, pipe = converted
     ref, settings = load_file(fixture(path, "reference_generate.safetensors")), reference(path)
     gen, tol = settings["generate"], settings["tolerances"]
-    assert pipe.config.image_start_ids == gen["image_start_ids"]
-    assert torch.equal(pipe.model.prompts([gen["caption"], None])["input_ids"], ref["input_ids"])
+    assert pipe.generator.config.image_start_ids == gen["image_start_ids"]
+    assert torch.equal(pipe.generator.prompts([gen["caption"], None])["input_ids"], ref["input_ids"])
     latents = generate_as_reference(pipe, path)
     with torch.no_grad():
         images = pipe.ae.decode(latents).sample
@@ -109,8 +109,8 @@ def test_converted_pipeline_generates_reproducibly(converted):
     first = run()
     assert first.shape == (1, 3, 56, 56) and torch.equal(first, run())
     # with no size given, a model whose query grid is smaller than the released 16x16 uses its largest grid
-    grid = pipe.config.max_grid
-    assert pipe.config.sampling.grid_size == min(16, grid)
+    grid = pipe.generator.config.max_grid
+    assert pipe.generator.config.sampling.grid_size == min(16, grid)
     default = pipe("a red cube", num_inference_steps=2, output_type="pt").images
     assert default.shape[-1] == min(16, grid) * pipe.ae.stride
 
@@ -118,15 +118,15 @@ def test_converted_pipeline_generates_reproducibly(converted):
 def test_qwen_positions_after_the_first_step_follow_the_authors_loop(converted):
     path, pipe = converted
     if path != "qwen":
-        assert pipe.config.decode_position_offset == 0
+        assert pipe.generator.config.decode_position_offset == 0
         return
-    assert pipe.config.decode_position_offset == -2  # 3 `<img>` slots
+    assert pipe.generator.config.decode_position_offset == -2  # 3 `<img>` slots
     ref = load_file(fixture(path, "reference_generate.safetensors"))
-    pipe.config.decode_position_offset = 0  # training positions: no longer what their loop computes
+    pipe.generator.config.decode_position_offset = 0  # training positions: no longer what their loop computes
     try:
         assert max_error(generate_as_reference(pipe, path), ref["latents"]) > 1e-2
     finally:
-        pipe.config.decode_position_offset = -2
+        pipe.generator.config.decode_position_offset = -2
 
 
 # ---- rules and report -----------------------------------------------------------------------------------------
@@ -157,7 +157,7 @@ def test_qkv_split_round_trips_and_grids_lose_their_batch_dim(tmp_path):
     ae = pipe.ae.state_dict()
     qkv = torch.cat([ae[f"vision.vision_tower.encoder.layer.0.attention.{n}_proj.weight"] for n in "qkv"])
     assert torch.equal(qkv, source["vgt_ae.encoder.encoder.layers.0.attn.qkv.weight"])
-    assert torch.equal(pipe.model.queries.query_grid, source["adaptive_metaquery.max_metaquery"][0])
+    assert torch.equal(pipe.generator.queries.query_grid, source["adaptive_metaquery.max_metaquery"][0])
 
 
 def test_weights_choice_picks_the_documented_dict(tmp_path):
@@ -165,7 +165,7 @@ def test_weights_choice_picks_the_documented_dict(tmp_path):
     key = "module.image_out_projector.weight"
     for choice, container in (("as-official", "ema_state_dict"), ("ema", "state_dict")):
         result = convert(tmp_path / choice, "internvl", ar=fixture("internvl", "iter_5.pth"), weights=choice)
-        weight = VGTPipeline.from_pretrained(result.out).model.image_out_projector.weight
+        weight = VGTPipeline.from_pretrained(result.out).generator.image_out_projector.weight
         assert torch.equal(weight, data[container][key].float())
     assert not torch.equal(data["state_dict"][key], data["ema_state_dict"][key])
 

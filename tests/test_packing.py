@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from vgt.ar.pipeline import VGTPipeline
+from vgt import VGTPipeline
 from vgt.cli import main
 from vgt.data.shapes import GENEVAL_TAGS
 from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
@@ -22,7 +22,7 @@ def test_pack_stores_float16_and_loads_back(quick_run, tmp_path):
     assert report.bytes_after < 0.6 * report.bytes_before
     assert json.loads((tmp_path / "packed" / PACK_REPORT).read_text())["tensors_float16"] == report.tensors_float16
     reference, packed = VGTPipeline.from_pretrained(source), VGTPipeline.from_pretrained(tmp_path / "packed")
-    assert next(packed.model.parameters()).dtype == torch.float32  # stored fp16, loaded back to fp32
+    assert next(packed.generator.parameters()).dtype == torch.float32  # stored fp16, loaded back to fp32
     latents = torch.randn(2, 32, 4, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         a, b = reference.ae.decode(latents).sample, packed.ae.decode(latents).sample

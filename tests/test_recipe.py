@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from vgt.ar.pipeline import VGTPipeline
+from vgt import VGTPipeline
 from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
 from vgt.eval.benchmark import TUNE_SEED_OFFSET, evaluate_pipeline, shapes_eval_subset

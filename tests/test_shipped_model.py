@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 
 from vgt.ae.model import VGTAutoencoder
-from vgt.ar.pipeline import AE_DIR
 from vgt.cli import main
+from vgt.pipeline import AE_DIR
 from vgt.pretrained import DEFAULT_MODEL_ENV, MAX_PACKED_BYTES, PACK_REPORT, PIPELINE_FILE, shipped_model_dir
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -34,3 +34,23 @@ def test_generate_without_model_uses_the_shipped_one(tmp_path, monkeypatch):
     assert a.shape == (128, 128, 3)
     assert np.array_equal(a, b)  # same seed, same image
     assert (a.min(axis=-1) < 128).mean() > 0.005  # something is drawn on the white background
+
+
+#: where the shipped model draws for "two red circles", seed 0, its saved sampling defaults: the mean "ink"
+#: (1 - darkest channel) of each 16x16-pixel block of the 128x128 image, measured when the model was packed
+SEED0_INK = [[0.12, 0.53, 0.05, 0, 0, 0, 0, 0], [0.19, 0.85, 0.10, 0, 0, 0, 0, 0]] + [[0.0] * 8] * 6
+
+
+def test_shipped_model_draws_what_it_drew_when_packed():
+    """A repacking, a loader or a sampler change that alters the shipped model's images fails here."""
+    import torch
+
+    from vgt import VGTPipeline
+
+    pipe = VGTPipeline.from_pretrained()
+    pipe.set_progress_bar_config(disable=True)
+    image = pipe("two red circles", generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    ink = (1 - image.min(axis=-1)).reshape(8, 16, 8, 16).mean(axis=(1, 3))
+    assert np.abs(ink - np.array(SEED0_INK)).max() < 0.01
+    again = pipe("two red circles", generator=torch.Generator().manual_seed(0), output_type="np").images[0]
+    assert np.array_equal(image, again)  # bit for bit

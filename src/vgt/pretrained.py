@@ -26,7 +26,10 @@ from vgt.io import write_json
 DEFAULT_MODEL_ENV = "VGT_MODEL"
 ASSETS_DIR = Path(__file__).resolve().parent / "assets"
 SHIPPED_MODEL = "vgt-shapes"
-PIPELINE_FILE = "pipeline.json"
+#: the file that marks a pipeline folder (diffusers' layout)
+PIPELINE_FILE = "model_index.json"
+#: the marker of the older vgt layout, which `vgt convert pipeline` converts
+LEGACY_PIPELINE_FILE = "pipeline.json"
 PACK_REPORT = "packing.json"
 #: the size budget of the shipped model
 MAX_PACKED_BYTES = 25 * 1024 * 1024
@@ -40,9 +43,27 @@ def shipped_model_dir() -> Path:
     return ASSETS_DIR / SHIPPED_MODEL
 
 
+def check_pipeline_folder(path: Path) -> None:
+    """A clear error unless `path` is a pipeline folder; a folder of the older layout is told how to convert."""
+    if (path / PIPELINE_FILE).is_file():
+        return
+    if (path / LEGACY_PIPELINE_FILE).is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} is a VGT pipeline folder of the older layout ({LEGACY_PIPELINE_FILE}); convert it once "
+            f"into the diffusers layout with `vgt convert pipeline {path} NEW_DIR` (Python: "
+            "vgt.legacy.convert_legacy_pipeline(OLD, NEW)) and load NEW_DIR"
+        )
+    raise FileNotFoundError(
+        f"{str(path)!r} is not a VGT pipeline folder (no {PIPELINE_FILE}); expected the folder written by "
+        "VGTPipeline.save_pretrained or `vgt train ar --export`"
+    )
+
+
 def default_model_dir() -> Path:
     """The model used when none is given: `$VGT_MODEL`, else the one shipped with the package."""
     path = Path(os.environ.get(DEFAULT_MODEL_ENV) or shipped_model_dir())
+    if (path / LEGACY_PIPELINE_FILE).is_file() and not (path / PIPELINE_FILE).is_file():
+        check_pipeline_folder(path)
     if not (path / PIPELINE_FILE).is_file():
         raise FileNotFoundError(
             f"no VGT model at {str(path)!r}; pass --model DIR (a folder written by VGTPipeline.save_pretrained or "
@@ -57,8 +78,7 @@ def resolve_model_dir(model: str | os.PathLike | None) -> Path:
     if model is None:
         return default_model_dir()
     path = Path(model)
-    if not (path / PIPELINE_FILE).is_file():
-        raise FileNotFoundError(f"{str(path)!r} is not a VGT pipeline folder (no {PIPELINE_FILE})")
+    check_pipeline_folder(path)
     return path
 
 

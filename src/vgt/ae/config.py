@@ -10,6 +10,9 @@ from typing import Any
 from vgt.ae.dcae import DCAE_F32C32_SANA_1_1, DCAE_SMALL_CPU
 
 ENCODERS = ("vlm", "pixel")
+#: config keys of older exports: the training-only `noise_gamma` (now an argument of `VGTAutoencoder.forward`) and
+#: `backbone_path` (the VLM folder the vision path was rebuilt from, before the config held `vision`)
+LEGACY_KEYS = ("noise_gamma", "backbone_path")
 
 
 @dataclass
@@ -20,8 +23,9 @@ class AEConfig:
     encoder: str = "vlm"
     #: registry name of the VLM (`vgt.backbones.registry`), vlm encoder only
     backbone: str | None = None
-    #: folder of the VLM whose vision path is tuned; the exported AE rebuilds its vision path from it
-    backbone_path: str | None = None
+    #: what builds the vision path without the VLM (`VisionEncoder.spec()`: family, HF vision config, projector
+    #: width, pixel normalization); set by `VGTAutoencoder.from_backbone`, vlm encoder only
+    vision: dict[str, Any] | None = None
     #: pixels per latent along each axis; the vlm encoder takes it from the backbone, the pixel encoder needs it
     stride: int | None = None
     latent_channels: int = 32
@@ -33,8 +37,6 @@ class AEConfig:
     projector_width: int | None = None
     #: per-token channel LayerNorm on the latents (stage 2 and later)
     channel_norm: bool = False
-    #: training-only latent noise z + a * eps, a ~ U[0, noise_gamma] per sample
-    noise_gamma: float = 0.0
     #: `AutoencoderDC` config (diffusers keys) of the pixel decoder (and of the pixel baseline's encoder)
     dcae: dict[str, Any] = field(default_factory=lambda: dict(DCAE_SMALL_CPU))
     #: square resolution the model was trained at (the default size for evaluation); any multiple of the stride works
@@ -51,8 +53,6 @@ class AEConfig:
                 f"latent_channels {self.latent_channels} differs from the DC-AE decoder's "
                 f"{self.dcae.get('latent_channels', 32)}; set both to the same value"
             )
-        if self.noise_gamma < 0:
-            problems.append(f"noise_gamma must be >= 0 (got {self.noise_gamma})")
         if problems:
             raise ValueError("invalid VGT-AE config: " + "; ".join(problems))
 
@@ -61,7 +61,10 @@ class AEConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> AEConfig:
+        """From a saved config.json: diffusers' bookkeeping keys (`_class_name`, ...) and the keys older versions
+        wrote (`LEGACY_KEYS`) are skipped; any other unknown key is an error."""
         known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if not k.startswith("_") and k not in LEGACY_KEYS}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown VGT-AE config keys {unknown}; valid keys: {sorted(known)}")

@@ -11,24 +11,27 @@ everything after the latents the same.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
-from torch import nn
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import FrozenDict
+from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from vgt.ae.bottleneck import Bottleneck, add_latent_noise, normalize_latents
 from vgt.ae.config import AEConfig
 from vgt.ae.dcae import build_dcae_decoder, decoder_stride, load_dcae_part, read_dcae_config
 from vgt.ae.pixel_encoder import PixelEncoder
 from vgt.backbones.base import Backbone, VisionEncoder, grid_for_stride
-from vgt.io import read_json
+from vgt.loading import CONFIG_NAME, WEIGHTS_NAME, load_component, read_component_config, resolve_folder, weights_file
 
-CONFIG_NAME = "config.json"
-WEIGHTS_NAME = "model.safetensors"
+__all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelMixin", "VGTAutoencoder"]  # ModelMixin: diffusers' loader looks here
+
 #: how far outside [-1, 1] an input may stray (resampling overshoot) before it counts as the wrong range
 RANGE_TOLERANCE = 1e-2
 
@@ -60,33 +63,78 @@ def is_ae_folder(directory: Path) -> bool:
         config = json.loads((directory / CONFIG_NAME).read_text())
     except (OSError, ValueError):
         return False
-    return isinstance(config, dict) and {"encoder", "dcae"} <= set(config) and (directory / WEIGHTS_NAME).is_file()
+    return isinstance(config, dict) and {"encoder", "dcae"} <= set(config) and weights_file(directory) is not None
 
 
-class VGTAutoencoder(nn.Module):
-    """The autoencoder. Build it with `from_backbone` (training from a VLM) or `from_pretrained` (an exported
-    model); `encode(x).latent`, `decode(z).sample` and `forward(x)` follow diffusers' autoencoders."""
+def legacy_vision_spec(directory: Path, values: dict[str, Any], backbone: Backbone | None,
+                       backbone_path: str | Path | None) -> dict:
+    """The vision spec of an AE exported before configs held one: from the loaded `backbone`, else from the VLM
+    folder (`backbone_path`, else the one its config recorded, relative to `directory`); only the VLM's config
+    is read, not its weights."""
+    width = values.get("projector_width")
+    if backbone is not None:
+        spec = backbone.vision.spec()
+    else:
+        spec = _vlm_folder_spec(directory, values, backbone_path)
+    if width is not None and spec["family"] == "internvl":  # the AE's own, narrower projector
+        spec["config"]["text_config"]["hidden_size"] = width
+    return spec
+
+
+def _vlm_folder_spec(directory: Path, values: dict[str, Any], backbone_path: str | Path | None) -> dict:
+    recorded = values.get("backbone_path") and directory / values["backbone_path"]
+    path = backbone_path or recorded
+    if path is None or not Path(path).is_dir():
+        raise FileNotFoundError(
+            f"the VGT-AE in {str(directory)!r} was exported by an older vgt and rebuilds its vision path from its "
+            f"VLM, but the VLM folder {str(path)!r} is missing; pass backbone_path= (CLI: --backbone-path)"
+        )
+    from vgt.backbones.registry import vision_spec_from_folder
+
+    return vision_spec_from_folder(values.get("backbone") or "auto", path)
+
+
+class VGTAutoencoder(ModelMixin, ConfigMixin):
+    """The autoencoder, a diffusers model built from its config alone (`VGTAutoencoder(config)`; the vision path
+    comes from `config.vision`). Build a fresh one with `from_backbone` (training from a VLM), an exported one with
+    `from_pretrained`; `encode(x).latent`, `decode(z).sample` and `forward(x)` follow diffusers' autoencoders.
+    `config` is the typed `AEConfig` (diffusers' config.json is written from it)."""
+
+    config_name = CONFIG_NAME
 
     def __init__(self, config: AEConfig, vision: VisionEncoder | None = None):
+        """`vision`: an already built vision path to use instead of building one from `config.vision`
+        (`from_backbone` passes its copy of the VLM's)."""
         super().__init__()
-        self.config = config
+        self._settings = config
         if config.encoder == "vlm":
+            if config.vision is None:
+                raise ValueError("a VLM-encoder VGT-AE needs its vision spec (config.vision): build it with "
+                                 "VGTAutoencoder.from_backbone(backbone, config)")
             if vision is None:
-                raise ValueError("a VLM-encoder VGT-AE needs the VLM's vision path: use VGTAutoencoder.from_backbone")
-            self.vision = copy.deepcopy(vision).requires_grad_(True)
-            if config.projector_width not in (None, self.vision.out_dim):
-                self.vision.resize_projector(config.projector_width)
+                from vgt.backbones.registry import build_vision_encoder
+
+                vision = build_vision_encoder(config.vision)
+            self.vision = vision
             self.bottleneck = Bottleneck(self.vision.out_dim, config.latent_channels, config.bottleneck_blocks,
                                          config.bottleneck_norm_eps)
-            self.stride: int = vision.stride
+            self.stride: int = self.vision.stride
         else:
             self.pixel_encoder = PixelEncoder(config.dcae, config.stride)
             self.stride = config.stride
         if config.stride not in (None, self.stride):
             raise ValueError(f"config stride {config.stride} differs from the vision path's stride {self.stride}")
-        config.stride = self.stride
         self.decoder = build_dcae_decoder(config.dcae)
         self.decoder_stride = decoder_stride(self.decoder)
+
+    @property
+    def config(self) -> AEConfig:
+        return self._settings
+
+    @property
+    def _internal_dict(self) -> FrozenDict:
+        """What diffusers' `save_config` writes: the typed config as it is now."""
+        return FrozenDict(self._settings.to_dict())
 
     # ------------------------------------------------------------------ construction and persistence
 
@@ -94,75 +142,64 @@ class VGTAutoencoder(nn.Module):
     def from_backbone(
         cls, backbone: Backbone | None, config: AEConfig, dcae_path: str | Path | None = None
     ) -> VGTAutoencoder:
-        """A fresh autoencoder around a copy of `backbone.vision` (None for the pixel encoder). With `dcae_path`,
-        the decoder (and the pixel encoder) start from a pretrained DC-AE folder, whose config replaces
-        `config.dcae` (and sets `latent_channels`)."""
+        """A fresh autoencoder whose vision path starts as a copy of `backbone.vision` (None for the pixel
+        encoder). With `dcae_path`, the decoder (and the pixel encoder) start from a pretrained DC-AE folder, whose
+        config replaces `config.dcae` (and sets `latent_channels`). `config` itself is not changed: the model gets
+        a completed copy (backbone name, vision spec, stride)."""
+        changes: dict[str, Any] = {}
         if dcae_path is not None:
-            config.dcae = read_dcae_config(dcae_path)
-            config.latent_channels = config.dcae.get("latent_channels", config.latent_channels)
-            config.__post_init__()
+            dcae = read_dcae_config(dcae_path)
+            changes.update(dcae=dcae, latent_channels=dcae.get("latent_channels", config.latent_channels))
+        vision = None
         if config.encoder == "vlm":
             if backbone is None:
                 raise ValueError("the vlm encoder needs a backbone (load one with vgt.backbones.load_backbone)")
-            config.backbone = getattr(backbone, "name", None) or config.backbone
-        model = cls(config, backbone.vision if backbone is not None and config.encoder == "vlm" else None)
+            vision = copy.deepcopy(backbone.vision).requires_grad_(True)
+            if config.projector_width not in (None, vision.out_dim):
+                vision.resize_projector(config.projector_width)
+            changes.update(backbone=getattr(backbone, "name", None) or config.backbone, vision=vision.spec(),
+                           stride=vision.stride)
+        model = cls(dataclasses.replace(config, **changes), vision)
         if dcae_path is not None:
             load_dcae_part(model.decoder, dcae_path, "decoder")
             if config.encoder == "pixel":
                 load_dcae_part(model.pixel_encoder.encoder, dcae_path, "encoder")
         return model
 
-    def save_pretrained(self, directory: str | Path, backbone_path: str | None = None,
-                        overwrite: bool = False) -> None:
-        """config.json + model.safetensors, written atomically. The frozen teacher is not part of the model.
-        `backbone_path` replaces the recorded VLM folder; a relative one is read relative to `directory`. An
-        existing folder is replaced only when it holds a VGT-AE (or nothing), or with `overwrite`."""
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False, **kwargs: Any) -> None:
+        """config.json + diffusion_pytorch_model.safetensors (diffusers' layout), written atomically. An existing
+        folder is replaced only when it holds a VGT-AE (or nothing), or with `overwrite`."""
         from vgt.io import atomic_directory
 
-        config = self.config.to_dict()
-        if backbone_path is not None:
-            config["backbone_path"] = backbone_path
         with atomic_directory(directory, overwrite, ours=is_ae_folder) as staging:
-            (staging / CONFIG_NAME).write_text(json.dumps(config, indent=2) + "\n")
-            state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
-            save_file(state, str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+            super().save_pretrained(staging, **kwargs)
 
     @classmethod
-    def from_pretrained(
-        cls, directory: str | Path, backbone: Backbone | None = None, backbone_path: str | Path | None = None
-    ) -> VGTAutoencoder:
-        """Load an exported model. A VLM-encoder model rebuilds its vision path from `backbone` (pass the loaded
-        VLM to avoid loading it twice), else from `backbone_path`, else from the path recorded in its config."""
-        directory = Path(directory)
-        if not (directory / CONFIG_NAME).is_file() or not (directory / WEIGHTS_NAME).is_file():
-            raise FileNotFoundError(
-                f"{str(directory)!r} is not a VGT-AE folder: expected {CONFIG_NAME} and {WEIGHTS_NAME} "
-                "(written by `vgt train ae` or VGTAutoencoder.save_pretrained)"
-            )
-        config = AEConfig.from_dict(read_json(directory / CONFIG_NAME))
-        vision = None
-        if config.encoder == "vlm":
-            if backbone is None:
-                from vgt.backbones.registry import load_backbone
+    def from_pretrained(cls, directory: str | Path, subfolder: str | None = None,
+                        torch_dtype: torch.dtype | None = None,
+                        backbone: Backbone | None = None, backbone_path: str | Path | None = None,
+                        **kwargs: Any) -> VGTAutoencoder:
+        """Load an exported model (a local folder or a Hub repository id, with `subfolder` e.g. "ae"), strictly:
+        any missing, unexpected or mis-shaped weight is an error. Models exported by older vgt versions, whose
+        config points at their VLM instead of describing the vision path, take it from `backbone` (the loaded
+        VLM), `backbone_path`, or the recorded VLM folder."""
+        from vgt.loading import check_loading_kwargs
 
-                recorded = config.backbone_path and directory / config.backbone_path  # relative: to this folder
-                path = backbone_path or recorded
-                if path is None or not Path(path).is_dir():
-                    raise FileNotFoundError(
-                        f"the VGT-AE in {str(directory)!r} rebuilds its vision path from its VLM, but the VLM folder "
-                        f"{str(path)!r} is missing; pass backbone_path= (CLI: --backbone-path)"
-                    )
-                backbone = load_backbone(config.backbone or "auto", path)
-            vision = backbone.vision
-        model = cls(config, vision)
-        model.load_weights(directory / WEIGHTS_NAME)
-        return model
+        check_loading_kwargs(kwargs, "a VGT-AE")
+        folder = resolve_folder(directory, subfolder, **kwargs)
+        values = read_component_config(folder, "VGT-AE", "`vgt train ae` or VGTAutoencoder.save_pretrained")
+        if values.get("encoder", "vlm") == "vlm" and values.get("vision") is None:
+            values = {**values, "vision": legacy_vision_spec(folder, values, backbone, backbone_path)}
+        config = AEConfig.from_dict(values)
+        return load_component(lambda: cls(config), folder, torch_dtype)
 
-    def load_weights(self, path: str | Path) -> None:
-        """Strict load of a safetensors state dict: any missing, unexpected or mis-shaped key is an error naming it."""
-        from vgt.train.checkpoint import load_weights
-
-        load_weights(self, path)
+    @classmethod
+    def from_config(cls, config: AEConfig | dict[str, Any] | None = None, **kwargs: Any) -> VGTAutoencoder:
+        """diffusers' `from_config`: a model with fresh weights from an `AEConfig` or a saved config dict (e.g.
+        `VGTAutoencoder.load_config(folder)`), `kwargs` overriding its entries."""
+        if isinstance(config, AEConfig):
+            return cls(dataclasses.replace(config, **kwargs))
+        return cls(AEConfig.from_dict({**(config or {}), **kwargs}))
 
     # ------------------------------------------------------------------ geometry
 
@@ -193,6 +230,7 @@ class VGTAutoencoder(nn.Module):
 
     normalize_latents = staticmethod(normalize_latents)
 
+    @apply_forward_hook
     def encode(self, images: torch.Tensor, return_dict: bool = True) -> AEEncoderOutput | tuple[torch.Tensor]:
         """Images in [-1, 1] -> latents [B, C, h, w] (deterministic; noise is added only in `forward` while
         training)."""
@@ -209,6 +247,7 @@ class VGTAutoencoder(nn.Module):
             return (latent,)
         return AEEncoderOutput(latent=latent, tokens=tokens)
 
+    @apply_forward_hook
     def decode(self, latent: torch.Tensor, return_dict: bool = True) -> AEDecoderOutput | tuple[torch.Tensor]:
         """Latents [B, C, h, w] -> images [B, 3, h*stride, w*stride] in [-1, 1]. DC-AE decodes at its own stride;
         when that differs from the encoder's, the output is resized bilinearly to the encoder's pixel grid."""
@@ -222,10 +261,14 @@ class VGTAutoencoder(nn.Module):
             return (sample,)
         return AEDecoderOutput(sample=sample)
 
-    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None) -> AEOutput:
-        """Reconstruct `images`. In training mode the latents get the configured noise (drawn from `generator`)."""
+    def forward(self, images: torch.Tensor, generator: torch.Generator | None = None,
+                noise_gamma: float = 0.0) -> AEOutput:
+        """Reconstruct `images`. In training mode the latents get the stage-2 noise z + a * eps, a ~ U[0,
+        noise_gamma] per sample (drawn from `generator`); `noise_gamma` is a training setting, not the model's."""
+        if noise_gamma < 0:
+            raise ValueError(f"noise_gamma must be >= 0 (got {noise_gamma})")
         encoded = self.encode(images)
         latent = encoded.latent
         if self.training:
-            latent = add_latent_noise(latent, self.config.noise_gamma, generator)
+            latent = add_latent_noise(latent, noise_gamma, generator)
         return AEOutput(sample=self.decode(latent).sample, latent=encoded.latent, tokens=encoded.tokens)

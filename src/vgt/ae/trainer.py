@@ -71,9 +71,6 @@ class AETrainingModule(nn.Module):
         self.ae = ae
         self.stage = stage
         ae.config.channel_norm = stage.channel_norm
-        # training-only; once `VGTAutoencoder.forward(x, noise_gamma=...)` takes it, this line goes and `forward`
-        # below passes `noise_gamma=stage.noise_gamma`
-        ae.config.noise_gamma = stage.noise_gamma
         ae.config.image_size = stage.image_size
         is_vlm = ae.config.encoder == "vlm"
         if not is_vlm and (stage.distill_weight > 0 or stage.perceptual == "vision"):
@@ -104,7 +101,7 @@ class AETrainingModule(nn.Module):
 
     def forward(self, images: torch.Tensor, step: int, generator: torch.Generator | None = None):
         stage = self.stage
-        out = self.ae(images, generator=generator)
+        out = self.ae(images, generator=generator, noise_gamma=self.stage.noise_gamma)
         reconstruction = out.sample
         rec = reconstruction_loss(reconstruction, images)
         loss = stage.reconstruction_weight * rec
@@ -242,8 +239,6 @@ def build_autoencoder(spec: AEModelSpec, stage: AEStageConfig, backbone, backbon
         stride = spec.stride or (backbone.vision.stride if backbone is not None else None)
         if stride:
             overrides["stride"] = stride
-    else:
-        overrides["backbone_path"] = str(Path(backbone_path).resolve())
     config = ae_preset(spec.preset, **overrides)
     return VGTAutoencoder.from_backbone(backbone if spec.encoder == "vlm" else None, config, dcae_path=spec.dcae_path)
 

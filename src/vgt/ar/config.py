@@ -34,7 +34,8 @@ class FlowHeadConfig:
 
 @dataclass
 class SamplingConfig:
-    """Defaults used by `VGTPipeline.__call__` when an argument is not given."""
+    """Defaults used by `VGTPipeline.__call__` when an argument is not given; `__post_init__` is the one check of
+    the sampling arguments (the pipeline and `generate_latents` build one from what they are given)."""
 
     guidance_scale: float = 4.5
     cfg_schedule: str = "linear"
@@ -60,6 +61,8 @@ class SamplingConfig:
             raise ValueError(f"guidance_scale must be >= 0 (1 disables guidance), got {self.guidance_scale}")
         if self.sampler not in SAMPLERS:
             raise ValueError(f"sampler {self.sampler!r} is unknown; choose one of {SAMPLERS}")
+        if self.sampler == "sde" and self.num_inference_steps < 2:
+            raise ValueError(f"num_inference_steps must be >= 2 for the SDE sampler, got {self.num_inference_steps}")
         if self.order not in ORDERS:
             raise ValueError(f"order {self.order!r} is unknown; choose one of {ORDERS}")
         if self.cfg_schedule not in CFG_SCHEDULES:
@@ -121,6 +124,8 @@ class ARConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ARConfig:
+        """From a saved config.json; diffusers' bookkeeping keys (`_class_name`, ...) are skipped."""
+        data = {k: v for k, v in data.items() if not k.startswith("_")}
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

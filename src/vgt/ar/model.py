@@ -12,10 +12,17 @@ module's state dict.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import FrozenDict
+from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
 from vgt.ae.bottleneck import normalize_latents
@@ -24,6 +31,9 @@ from vgt.ar.flow_head import FlowHead
 from vgt.ar.position_queries import PositionQueries
 from vgt.ar.sequence import SlotLayout, left_align_padding, training_layout
 from vgt.backbones.base import GENERATION_INSTRUCTION, UNCONDITIONAL_INSTRUCTION, Backbone
+from vgt.loading import CONFIG_NAME, WEIGHTS_NAME, weights_file
+
+__all__ = ["ModelMixin", "VGTForGeneration"]  # ModelMixin: diffusers' pipeline loader looks for it here
 
 
 def draw(shape: tuple[int, ...], generator: torch.Generator | None, device: torch.device, kind: str = "randn"):
@@ -74,24 +84,31 @@ class ARLossOutput:
     query_states: torch.Tensor  # [B, N, D] hidden states at the queries, in generation order
 
 
-class VGTForGeneration(nn.Module):
-    def __init__(self, config: ARConfig, backbone: Backbone, ae: nn.Module | None = None):
+def is_generator_folder(directory: Path) -> bool:
+    """Whether `directory` holds a generator written by `VGTForGeneration.save_pretrained`."""
+    try:
+        config = json.loads((directory / CONFIG_NAME).read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(config, dict) and {"hidden_size", "head", "sampling"} <= set(config) and (
+        weights_file(directory) is not None)
+
+
+class VGTForGeneration(ModelMixin, ConfigMixin):
+    """VGT-AR, a diffusers model: position grids, the image-start embedding `<img>`, W_in, W_out and the flow head,
+    built from `config` alone. The language model is the backbone's: it is attached (`attach`, or the `backbone`
+    argument) and trained with the generator, but saved with the VLM, not here. `config` is the typed `ARConfig`."""
+
+    config_name = CONFIG_NAME
+
+    def __init__(self, config: ARConfig, backbone: Backbone | None = None, ae: nn.Module | None = None):
         super().__init__()
-        hidden = backbone.text.hidden_size
-        if config.hidden_size != hidden:
-            raise ValueError(
-                f"ARConfig.hidden_size={config.hidden_size} but the backbone's language model has width {hidden}; "
-                "build the config with hidden_size=backbone.text.hidden_size"
-            )
-        if ae is not None and getattr(ae, "latent_channels", config.latent_channels) != config.latent_channels:
-            raise ValueError(f"the AE has {ae.latent_channels} latent channels, the config {config.latent_channels}")
-        if ae is not None and hasattr(ae, "config"):  # sampled latents get the LayerNorm exactly when the AE's do
-            config.normalize_sampled_latents = bool(getattr(ae.config, "channel_norm", True))
-        self.config = config
-        self.llm = backbone.text  # fully trainable
-        # References only: the vision tower is not part of the generator and the AE stays frozen.
-        object.__setattr__(self, "backbone", backbone)
-        object.__setattr__(self, "ae", ae)
+        self._settings = config
+        object.__setattr__(self, "backbone", None)  # set by `attach`
+        object.__setattr__(self, "ae", None)
+        if backbone is not None:
+            self.attach(backbone, ae)
+        hidden = config.hidden_size
         self.queries = PositionQueries(hidden, config.max_grid, config.position_init)
         if config.image_start_ids is None:
             self.image_start = nn.Parameter(torch.empty(hidden))
@@ -102,13 +119,95 @@ class VGTForGeneration(nn.Module):
         self.head = FlowHead(config.head)
         self.reset_image_start()
 
+    @property
+    def config(self) -> ARConfig:
+        return self._settings
+
+    @property
+    def _internal_dict(self) -> FrozenDict:
+        """What diffusers' `save_config` writes: the typed config as it is now."""
+        return FrozenDict(self._settings.to_dict())
+
+    def attach(self, backbone: Backbone, ae: nn.Module | None = None) -> None:
+        """Hand the generator the backbone's language model (trainable, registered as `llm`) and, by reference, the
+        backbone (tokenizer, prompts) and the frozen AE, checking that they fit the config."""
+        config = self.config
+        hidden = backbone.text.hidden_size
+        if config.hidden_size != hidden:
+            raise ValueError(
+                f"ARConfig.hidden_size={config.hidden_size} but the backbone's language model has width {hidden}; "
+                "build the config with hidden_size=backbone.text.hidden_size"
+            )
+        if ae is not None and getattr(ae, "latent_channels", config.latent_channels) != config.latent_channels:
+            raise ValueError(f"the AE has {ae.latent_channels} latent channels, the config {config.latent_channels}")
+        channel_norm = getattr(getattr(ae, "config", None), "channel_norm", None)
+        if channel_norm is not None and bool(channel_norm) != config.normalize_sampled_latents:
+            raise ValueError(
+                f"the AE {'normalizes' if channel_norm else 'does not normalize'} its latents but the generator "
+                f"config has normalize_sampled_latents={config.normalize_sampled_latents}; build the config with "
+                "normalize_sampled_latents=ae.config.channel_norm (sampled latents must match the AE's)"
+            )
+        self.llm = backbone.text  # fully trainable
+        # References only: the vision tower is not part of the generator and the AE stays frozen.
+        object.__setattr__(self, "backbone", backbone)
+        object.__setattr__(self, "ae", ae)
+
+    @apply_forward_hook
+    def generate(self, prompts: list[str | None], grid: tuple[int, int], **kwargs: Any):
+        """`vgt.ar.sampling.generate_latents` with this model (the entry diffusers' CPU offload hooks onto)."""
+        from vgt.ar.sampling import generate_latents
+
+        return generate_latents(self, prompts, grid, **kwargs)
+
+    def generator_state(self) -> dict[str, torch.Tensor]:
+        """The generator's own weights: everything but the language model, which is saved with the VLM."""
+        return {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items() if not k.startswith("llm.")}
+
+    def save_pretrained(self, directory: str | Path, overwrite: bool = False, **kwargs: Any) -> None:
+        """config.json + diffusion_pytorch_model.safetensors (the generator's own weights, not the attached
+        language model's), written atomically. An existing folder is replaced only when it holds a generator (or
+        nothing), or with `overwrite`."""
+        from safetensors.torch import save_file
+
+        from vgt.io import atomic_directory
+
+        with atomic_directory(directory, overwrite, ours=is_generator_folder) as staging:
+            self.save_config(staging)
+            save_file(self.generator_state(), str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
+
+    @classmethod
+    def from_config(cls, config: ARConfig | dict[str, Any] | None = None, **kwargs: Any) -> VGTForGeneration:
+        """diffusers' `from_config`: a generator with fresh weights (no language model attached) from an `ARConfig`
+        or a saved config dict, `kwargs` overriding its entries."""
+        if isinstance(config, ARConfig):
+            return cls(dataclasses.replace(config, **kwargs))
+        return cls(ARConfig.from_dict({**(config or {}), **kwargs}))
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path, subfolder: str | None = None,
+                        torch_dtype: torch.dtype | None = None,
+                        backbone: Backbone | None = None, ae: nn.Module | None = None,
+                        **kwargs: Any) -> VGTForGeneration:
+        """Load a saved generator strictly (any missing, unexpected or mis-shaped weight is an error), from a local
+        folder or a Hub repository id (with `subfolder`, e.g. "generator"); attach `backbone` / `ae` when given."""
+        from vgt.loading import check_loading_kwargs, load_component, read_component_config, resolve_folder
+
+        check_loading_kwargs(kwargs, "a VGT-AR generator")
+        folder = resolve_folder(directory, subfolder, **kwargs)
+        values = read_component_config(folder, "VGT-AR generator", "VGTForGeneration.save_pretrained")
+        config = ARConfig.from_dict(values)
+        model = load_component(lambda: cls(config), folder, torch_dtype)
+        if backbone is not None:
+            model.attach(backbone, ae)
+        return model
+
     @torch.no_grad()
     def reset_image_start(self) -> None:
         """Start from the VLM's own image-start token embedding when it has one (InternVL's `<img>`)."""
         if self.image_start is None:
             return
         token_id = getattr(self.backbone, "image_start_token_id", None)
-        if token_id is None:
+        if token_id is None or not hasattr(self, "llm"):
             nn.init.normal_(self.image_start, std=0.02)
         else:
             ids = torch.tensor([[token_id]], device=self.image_start.device)
@@ -238,10 +337,3 @@ class VGTForGeneration(nn.Module):
         pred = self.velocity(x_t, t, states)
         loss = (pred.float() - target).pow(2).mean()
         return ARLossOutput(loss=loss, query_states=states)
-
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Latents of images in [-1, 1] through the frozen AE (for training without a latent cache)."""
-        if self.ae is None:
-            raise ValueError("this VGTForGeneration holds no AE; pass ae=... or train from a latent cache")
-        return self.ae.encode(images.to(self.device)).latent

@@ -9,13 +9,12 @@ batch and mixes the head velocities. All randomness comes from one `torch.Genera
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 import torch
-from tqdm.auto import tqdm
 
-from vgt.ar.config import CFG_SCHEDULES, SAMPLERS
+from vgt.ar.config import CFG_SCHEDULES, SamplingConfig
 from vgt.ar.model import Generators, VGTForGeneration, draw_rows, generation_orders
 from vgt.ar.sequence import decoding_layout
 
@@ -127,7 +126,7 @@ def generate_latents(
     generator: Generators = None,
     use_cache: bool = True,
     return_query_states: bool = False,
-    progress: bool = False,
+    progress_bar: Callable[[Iterable[int]], Iterable[int]] | None = None,
     orders: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
 ) -> DecodeOutput:
@@ -135,19 +134,15 @@ def generate_latents(
     randomness then does not depend on the other rows). `temperature` scales the head sampler's Gaussian noise (its
     start and the SDE's injected noise): below 1 each token keeps nearer its most likely values. `use_cache=False`
     recomputes the whole sequence at every step (the reference the KV cache is tested and benchmarked against).
+    `progress_bar` wraps the decoding steps (the pipeline passes its `self.progress_bar`).
 
     `orders` [B, N] (raster indices) and `noise` [B, N, num_inference_steps, C] (standard Gaussian, in generation
     order: [:, j, 0] starts token j's head sampler, [:, j, s] is the SDE's noise at its step s) replace the draws
     from `generator`, so that a whole generation can be compared with another implementation fed the same numbers."""
     if not prompts:
         raise ValueError("got an empty prompt list")
-    if sampler not in SAMPLERS:
-        raise ValueError(f"sampler {sampler!r} is unknown; choose one of {SAMPLERS}")
-    for name, value in (("temperature", temperature), ("guidance_scale", guidance_scale)):
-        if not 0 <= value < float("inf"):  # also refuses NaN, which would decode to black images
-            raise ValueError(f"{name} must be a finite number >= 0, got {value}")
-    if num_inference_steps < 1 or (sampler == "sde" and num_inference_steps < 2):
-        raise ValueError(f"num_inference_steps must be >= 1 (>= 2 for the SDE), got {num_inference_steps}")
+    SamplingConfig(guidance_scale=guidance_scale, cfg_schedule=cfg_schedule, num_inference_steps=num_inference_steps,
+                   sampler=sampler, sde_t_end=sde_t_end, temperature=temperature, order=order)  # the checks
     height, width = grid
     num_tokens = height * width
     sizes = group_sizes(num_tokens, tokens_per_step)
@@ -183,8 +178,7 @@ def generate_latents(
     previous_z = None
     start = 0
     times = head_times(sampler, num_inference_steps, sde_t_end)
-    steps = tqdm(range(len(sizes)), desc="decoding", unit="step", disable=not progress, leave=False)
-    for step in steps:
+    for step in range(len(sizes)) if progress_bar is None else progress_bar(range(len(sizes))):
         group = row_orders[:, bounds[step] : bounds[step + 1]]
         new = [queries[group].to(prefix.dtype)]
         if step == 0:

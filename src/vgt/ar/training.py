@@ -54,11 +54,12 @@ class SampleImages:
         self.pipeline_kwargs = pipeline_kwargs
 
     def __call__(self, ctx) -> dict:
-        from vgt.ar.pipeline import VGTPipeline
         from vgt.images import image_grid, save_png
+        from vgt.pipeline import VGTPipeline
 
         with ctx.eval_model() as model:
-            pipe = VGTPipeline(model, self.ae)
+            pipe = VGTPipeline.from_generator(model, self.ae)
+            pipe.set_progress_bar_config(disable=True)
             generator = torch.Generator().manual_seed(self.seed)
             images = pipe(self.prompts, generator=generator, **self.pipeline_kwargs).images
         save_png(image_grid(images), Path(ctx.run_dir) / "samples" / f"step_{ctx.step:08d}.png")
@@ -76,6 +77,8 @@ def build_generator(backbone, ae, model_preset: str, seed: int, grid_size: int |
         raise ValueError(f"training grid {grid_size} exceeds the preset's max_grid {config.max_grid}")
     if position_init is not None:
         config_changes["position_init"] = position_init
+    # sampled latents get the AE's channel LayerNorm exactly when its own latents do
+    config_changes["normalize_sampled_latents"] = bool(ae.config.channel_norm)
     config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, **sampling), **config_changes)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -119,12 +122,13 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
     vgt did not write (unless `overwrite`), the run's checkpoints or the inputs. Returns the engine's
     `TrainResult` with `model_dir` set where the pipeline was exported (on the main process)."""
     from vgt.ae.model import VGTAutoencoder
-    from vgt.ar.pipeline import PIPELINE_FILE, VGTPipeline
     from vgt.backbones.registry import load_backbone
     from vgt.data.readers import build_source
     from vgt.eval.benchmark import ShapesEvalHook, evenly_spaced
     from vgt.eval.shapes import read_prompts
     from vgt.io import check_replaceable, holds
+    from vgt.pipeline import VGTPipeline
+    from vgt.pretrained import PIPELINE_FILE
     from vgt.text import check_prompt
     from vgt.train import Hook, Trainer, load_checkpoint_weights
 
@@ -168,5 +172,6 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
         return result
     model = trainer.accelerator.unwrap_model(trainer.model)
     which = load_checkpoint_weights(model, result.checkpoint, use_ema=True)
-    VGTPipeline(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(out, overwrite)
+    VGTPipeline.from_generator(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(
+        out, overwrite)
     return dataclasses.replace(result, model_dir=out, weights=which)

@@ -47,6 +47,10 @@ class VisionEncoder(nn.Module, ABC):
     @abstractmethod
     def forward(self, images: torch.Tensor) -> torch.Tensor: ...
 
+    def spec(self) -> dict:
+        """Everything needed to rebuild this path without its VLM (`vgt.backbones.registry.build_vision_encoder`)."""
+        raise ValueError(f"the {type(self).__name__} vision path cannot be saved without its VLM")
+
     def resize_projector(self, width: int) -> None:
         """Give this (copied) vision path a freshly initialised projector emitting `width`-wide tokens."""
         raise ValueError(f"the {type(self).__name__} vision path has no projector whose width can be changed")

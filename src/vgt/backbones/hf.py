@@ -80,6 +80,23 @@ def strict_from_pretrained(model_class, directory: str | Path, dtype: torch.dtyp
     return model
 
 
+#: HF config entries that describe where and how a model was saved (or a classifier's labels), not its architecture
+_NOT_ARCHITECTURE = ("_name_or_path", "architectures", "transformers_version", "dtype", "torch_dtype", "id2label",
+                     "label2id")
+
+
+def architecture_dict(config) -> dict:
+    """A HF config as a dict of its architecture only (no provenance, no storage dtype), in every sub-config: what
+    a vision spec stores, so that the same architecture always gives the same spec."""
+
+    def strip(values):
+        if isinstance(values, dict):
+            return {k: strip(v) for k, v in values.items() if k not in _NOT_ARCHITECTURE}
+        return values
+
+    return strip(config.to_dict())
+
+
 class NormalizingVisionEncoder(VisionEncoder):
     """Maps the [-1, 1] input contract to the VLM's own pixel normalization; subclasses encode normalized pixels."""
 
@@ -89,6 +106,8 @@ class NormalizingVisionEncoder(VisionEncoder):
         self.out_dim = out_dim
         #: the resolution the VLM was trained at (a multiple of `stride`)
         self.image_size = image_size
+        #: the pixel normalization as numbers (the buffers below may sit on the meta device)
+        self.mean_std = (list(mean), list(std))
         self.register_buffer("image_mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("image_std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
@@ -144,6 +163,8 @@ class HFBackbone(Backbone):
     and `parameters()` (under `model.`); moving or freezing the backbone moves or freezes what they hold."""
 
     model_class: type
+    #: its vision path's class (`from_model(model, mean, std)`, `from_spec(spec)`)
+    vision_class: type
     model_type: str
     #: the token that opens an image in this VLM's prompts (used by VGT-AR as the image-start embedding)
     image_start_token: str
@@ -216,19 +237,18 @@ class HFBackbone(Backbone):
                 f"backbone needs; use the matching backbone name (or 'auto')"
             )
         model = strict_from_pretrained(cls.model_class, directory, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        tokenizer_dir = Path(directory)
+        beside = tokenizer_dir.parent / "tokenizer"
+        if not (tokenizer_dir / "tokenizer_config.json").is_file() and (beside / "tokenizer_config.json").is_file():
+            tokenizer_dir = beside  # the vlm/ folder of a pipeline: its tokenizer is saved beside it
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         mean, std = image_normalization(directory, cls.default_image_mean, cls.default_image_std)
         return cls(model, tokenizer, image_mean=mean, image_std=std, **kwargs)
 
 
 def right_padded(tokenizer, texts: list[str]) -> dict[str, torch.Tensor]:
-    """Tokenize already-templated texts (no extra special tokens) and right-pad them into [B, L] tensors."""
-    ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    length = max(len(x) for x in ids)
-    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(ids), length), dtype=torch.long)
-    for row, x in enumerate(ids):
-        input_ids[row, : len(x)] = torch.tensor(x, dtype=torch.long)
-        attention_mask[row, : len(x)] = 1
-    return {"input_ids": input_ids, "attention_mask": attention_mask}
+    """Tokenize already-templated texts (no extra special tokens) into right-padded [B, L] tensors."""
+    if tokenizer.pad_token_id is None:
+        raise ValueError("the tokenizer has no pad token; set one (e.g. tokenizer.pad_token = tokenizer.eos_token)")
+    batch = tokenizer(texts, add_special_tokens=False, padding=True, padding_side="right", return_tensors="pt")
+    return {"input_ids": batch["input_ids"].long(), "attention_mask": batch["attention_mask"].long()}

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from transformers import InternVLForConditionalGeneration
+from transformers import InternVLConfig, InternVLForConditionalGeneration
 from transformers.image_utils import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from transformers.models.internvl.modeling_internvl import InternVLMultiModalProjector, InternVLVisionModel
 
-from vgt.backbones.hf import HFBackbone, HFTextDecoder, NormalizingVisionEncoder
-from vgt.backbones.registry import register
+from vgt.backbones.hf import HFBackbone, HFTextDecoder, NormalizingVisionEncoder, architecture_dict
+from vgt.backbones.registry import register, register_vision
 
 
 def pixel_shuffle(features: torch.Tensor, merge: int) -> torch.Tensor:
@@ -23,11 +24,13 @@ def pixel_shuffle(features: torch.Tensor, merge: int) -> torch.Tensor:
     return features.reshape(b, h // merge, w // merge, merge * merge * c)
 
 
+@register_vision("internvl")
 class InternVLVisionEncoder(NormalizingVisionEncoder):
-    """InternViT + pixel shuffle + projector, sharing parameters with the HF model."""
+    """InternViT + pixel shuffle + projector: views of a HF model's modules (`from_model`), or modules built from a
+    saved spec (`from_spec`, for a VGT-AE loaded on its own)."""
 
-    def __init__(self, model: InternVLForConditionalGeneration, mean: list[float], std: list[float]):
-        config = model.config
+    def __init__(self, config: InternVLConfig, vision_tower: nn.Module, projector: nn.Module, mean: list[float],
+                 std: list[float]):
         if config.vision_feature_layer != -1 or config.vision_feature_select_strategy != "default":
             raise ValueError(
                 "VGT uses the last vision layer without CLS (vision_feature_layer=-1, vision_feature_select_strategy="
@@ -45,8 +48,26 @@ class InternVLVisionEncoder(NormalizingVisionEncoder):
         )
         self.patch_size = patch
         self.merge = self_merge
-        self.vision_tower: nn.Module = model.model.vision_tower
-        self.projector: nn.Module = model.model.multi_modal_projector
+        self._config = config
+        self.vision_tower: nn.Module = vision_tower
+        self.projector: nn.Module = projector
+
+    @classmethod
+    def from_model(cls, model: InternVLForConditionalGeneration, mean: list[float], std: list[float]):
+        return cls(model.config, model.model.vision_tower, model.model.multi_modal_projector, mean, std)
+
+    def spec(self) -> dict:
+        """What `from_spec` needs: the VLM config without its language model (only the projector's width)."""
+        config = architecture_dict(self._config)
+        config["text_config"] = {"model_type": config["text_config"]["model_type"], "hidden_size": self.out_dim}
+        return {"family": "internvl", "config": config, "image_mean": self.mean_std[0],
+                "image_std": self.mean_std[1]}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> InternVLVisionEncoder:
+        config = InternVLConfig.from_dict(spec["config"])
+        tower = InternVLVisionModel._from_config(config.vision_config)
+        return cls(config, tower, InternVLMultiModalProjector(config), spec["image_mean"], spec["image_std"])
 
     def resize_projector(self, width: int) -> None:
         """New `linear_1` / `linear_2` (LayerNorm -> Linear(4C -> width) -> GELU -> Linear(width -> width))."""
@@ -70,6 +91,7 @@ class InternVLBackbone(HFBackbone):
     """InternVL3 in the HF-native format (e.g. a local copy of InternVL3-1B-hf)."""
 
     name = "internvl"
+    vision_class = InternVLVisionEncoder
     model_class = InternVLForConditionalGeneration
     model_type = "internvl"
     image_start_token = "<img>"
@@ -79,5 +101,5 @@ class InternVLBackbone(HFBackbone):
     def __init__(self, model: InternVLForConditionalGeneration, tokenizer, image_mean=None, image_std=None):
         super().__init__(model, tokenizer, image_mean, image_std)
         self.set_views(
-            InternVLVisionEncoder(model, self.image_mean, self.image_std),
+            InternVLVisionEncoder.from_model(model, self.image_mean, self.image_std),
             HFTextDecoder(model.model.language_model))

@@ -14,11 +14,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from torch import nn
 from transformers import Qwen2_5_VLForConditionalGeneration
 from transformers.image_utils import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from transformers.models.qwen2_5_vl.configuration_qwen2_5_vl import Qwen2_5_VLVisionConfig
+from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VisionTransformerPretrainedModel
 
-from vgt.backbones.hf import HFBackbone, HFTextDecoder, NormalizingVisionEncoder, read_backbone_file
-from vgt.backbones.registry import register
+from vgt.backbones.hf import (
+    HFBackbone,
+    HFTextDecoder,
+    NormalizingVisionEncoder,
+    architecture_dict,
+    read_backbone_file,
+)
+from vgt.backbones.registry import register, register_vision
 
 #: merged-token grid side at the default resolution (16 x 28 = 448 px, as in the paper)
 DEFAULT_GRID = 16
@@ -34,19 +43,36 @@ def patchify(pixels: torch.Tensor, patch: int, merge: int, temporal: int) -> tor
     return x.reshape(b * gh * gw, c * temporal * patch * patch)
 
 
+@register_vision("qwen2_5_vl")
 class Qwen2_5_VLVisionEncoder(NormalizingVisionEncoder):
-    """Qwen2.5-VL vision tower + merger, sharing parameters with the HF model."""
+    """Qwen2.5-VL vision tower + merger: a view of a HF model's module (`from_model`), or built from a saved spec
+    (`from_spec`, for a VGT-AE loaded on its own)."""
 
-    def __init__(self, model: Qwen2_5_VLForConditionalGeneration, mean: list[float], std: list[float],
+    def __init__(self, config: Qwen2_5_VLVisionConfig, visual: nn.Module, mean: list[float], std: list[float],
                  image_size: int | None = None):
-        config = model.config.vision_config
         stride = config.patch_size * config.spatial_merge_size
         super().__init__(stride=stride, out_dim=config.out_hidden_size, image_size=image_size or DEFAULT_GRID * stride,
                          mean=mean, std=std)
         self.patch_size = config.patch_size
         self.merge = config.spatial_merge_size
         self.temporal_patch_size = config.temporal_patch_size
-        self.visual = model.model.visual
+        self._config = config
+        self.visual = visual
+
+    @classmethod
+    def from_model(cls, model: Qwen2_5_VLForConditionalGeneration, mean: list[float], std: list[float],
+                   image_size: int | None = None):
+        return cls(model.config.vision_config, model.model.visual, mean, std, image_size)
+
+    def spec(self) -> dict:
+        return {"family": "qwen2_5_vl", "config": architecture_dict(self._config), "image_size": self.image_size,
+                "image_mean": self.mean_std[0], "image_std": self.mean_std[1]}
+
+    @classmethod
+    def from_spec(cls, spec: dict) -> Qwen2_5_VLVisionEncoder:
+        config = Qwen2_5_VLVisionConfig.from_dict(spec["config"])
+        visual = Qwen2_5_VisionTransformerPretrainedModel._from_config(config)
+        return cls(config, visual, spec["image_mean"], spec["image_std"], spec.get("image_size"))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         pixels = self.normalize(images)
@@ -69,6 +95,7 @@ class Qwen2_5_VLBackbone(HFBackbone):
     """Qwen2.5-VL in the HF format (e.g. a local copy of Qwen2.5-VL-3B-Instruct)."""
 
     name = "qwen2_5_vl"
+    vision_class = Qwen2_5_VLVisionEncoder
     model_class = Qwen2_5_VLForConditionalGeneration
     model_type = "qwen2_5_vl"
     image_start_token = "<|vision_start|>"
@@ -79,7 +106,7 @@ class Qwen2_5_VLBackbone(HFBackbone):
                  image_size: int | None = None):
         super().__init__(model, tokenizer, image_mean, image_std)
         self.set_views(
-            Qwen2_5_VLVisionEncoder(model, self.image_mean, self.image_std, image_size),
+            Qwen2_5_VLVisionEncoder.from_model(model, self.image_mean, self.image_std, image_size),
             Qwen2_5_VLTextDecoder(model.model.language_model))
 
     @classmethod

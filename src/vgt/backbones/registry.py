@@ -5,9 +5,11 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from vgt.backbones.base import Backbone
+from vgt.backbones.base import Backbone, VisionEncoder
 
 _BACKBONES: dict[str, type[Backbone]] = {}
+#: vision-path classes by family, each with `from_spec(spec)` (a spec is what `VisionEncoder.spec()` returns)
+_VISION: dict[str, type[VisionEncoder]] = {}
 #: modules whose import registers the built-in backbones (imported lazily: they pull in transformers)
 _BUILTIN_MODULES = ("vgt.backbones.internvl", "vgt.backbones.qwen2_5_vl", "vgt.vlm.model")
 
@@ -22,6 +24,56 @@ def register(name: str):
         return cls
 
     return wrap
+
+
+def register_vision(family: str):
+    """Class decorator: make a vision path buildable from its saved spec (`build_vision_encoder`)."""
+
+    def wrap(cls: type[VisionEncoder]) -> type[VisionEncoder]:
+        _VISION[family] = cls
+        return cls
+
+    return wrap
+
+
+def build_vision_encoder(spec: dict) -> VisionEncoder:
+    """A vision path (random weights) built from `spec` alone, with the transformers classes of its family."""
+    available_backbones()
+    family = spec.get("family") if isinstance(spec, dict) else None
+    if family not in _VISION:
+        raise ValueError(f"vision spec family {family!r} is unknown; choose one of {sorted(_VISION)}")
+    return _VISION[family].from_spec(spec)
+
+
+def vision_spec_from_folder(name: str, path: str | Path) -> dict:
+    """The vision spec of a saved VLM folder, from its configs alone (no weights are read)."""
+    import torch
+    from transformers import AutoConfig
+
+    names = available_backbones()
+    if name == "auto":
+        name = detect_backbone(path)
+    if name not in _BACKBONES:
+        raise ValueError(f"unknown backbone {name!r}; choose one of: {', '.join(names + ['auto'])}")
+    cls = _BACKBONES[name]
+    config = AutoConfig.from_pretrained(str(path))
+    with torch.device("meta"):
+        model = cls.model_class(config)
+    from vgt.backbones.hf import image_normalization, read_backbone_file
+
+    mean, std = image_normalization(path, cls.default_image_mean, cls.default_image_std)
+    extra = {"image_size": read_backbone_file(path).get("image_size")} if name == "qwen2_5_vl" else {}
+    return cls.vision_class.from_model(model, mean, std, **extra).spec()
+
+
+def backbone_for_model(model, tokenizer, name: str | None = None) -> Backbone:
+    """A backbone view of a loaded transformers VLM: `name` when it is registered for the model's type, else the
+    first backbone registered for it (e.g. "internvl" for an InternVL model)."""
+    model_type = model.config.model_type
+    names = [n for n in available_backbones() if getattr(_BACKBONES[n], "model_type", None) == model_type]
+    if not names:
+        raise ValueError(f"no vgt backbone wraps {model_type!r} models (supported: {', '.join(available_backbones())})")
+    return _BACKBONES[name if name in names else names[0]](model, tokenizer)
 
 
 def available_backbones() -> list[str]:

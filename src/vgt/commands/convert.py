@@ -1,4 +1,5 @@
-"""`vgt convert official`: the authors' released checkpoints -> a vgt pipeline (or VGT-AE) folder."""
+"""`vgt convert official`: the authors' released checkpoints -> a vgt pipeline (or VGT-AE) folder.
+`vgt convert pipeline`: a pipeline folder of the older vgt layout (pipeline.json) -> the diffusers layout."""
 
 from __future__ import annotations
 
@@ -27,6 +28,14 @@ def add_commands(tree) -> None:
                    help="assert the language model's layer count (it is always read from the checkpoint)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p = tree.command(
+        "convert pipeline", convert_pipeline,
+        "A pipeline folder of the older vgt layout (pipeline.json, backbone/) -> the diffusers layout that "
+        "VGTPipeline.from_pretrained loads (model_index.json, vlm/, tokenizer/, ae/, generator/); the weight files "
+        "are copied unchanged.")
+    p.add_argument("old", help="the old-layout pipeline folder")
+    p.add_argument("new", help="output folder")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder that is not a pipeline")
 
 
 def convert_official(args: argparse.Namespace) -> int:
@@ -39,4 +48,12 @@ def convert_official(args: argparse.Namespace) -> int:
     print(f"wrote the {result.kind} {what} to {result.out}")
     if args.ar:
         print(f'generate with: vgt generate "a prompt" --model {result.out}')
+    return 0
+
+
+def convert_pipeline(args: argparse.Namespace) -> int:
+    from vgt.legacy import convert_legacy_pipeline
+
+    out = convert_legacy_pipeline(args.old, args.new, overwrite=args.overwrite)
+    print(f"wrote {out} (diffusers layout); generate with: vgt generate \"a prompt\" --model {out}")
     return 0

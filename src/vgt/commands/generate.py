@@ -69,7 +69,7 @@ def run_generate(args: argparse.Namespace) -> int:
     pipe = _load_pipeline(args, images_per_call=len(args.prompt) * per_prompt)
     generator = torch.Generator().manual_seed(args.seed)
     images = pipe(args.prompt, negative_prompt=args.negative_prompt, num_images_per_prompt=per_prompt,
-                  generator=generator, progress=True, **sampling_arguments(args)).images
+                  generator=generator, **sampling_arguments(args)).images
     out = Path(args.out)
     if args.grid or len(images) == 1:
         save_png(image_grid(images, columns=per_prompt if len(args.prompt) > 1 else None), out)
@@ -101,7 +101,9 @@ def run_sampling_defaults(args: argparse.Namespace) -> int:
     import json
 
     from vgt.ar.config import ARConfig
-    from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR, PIPELINE_FILE
+    from vgt.loading import CONFIG_NAME
+    from vgt.pipeline import GENERATOR_DIR
+    from vgt.pretrained import PIPELINE_FILE
 
     if not (Path(args.model) / PIPELINE_FILE).is_file():
         raise SystemExit(f"{args.model} is not a VGT pipeline folder (no {PIPELINE_FILE})")

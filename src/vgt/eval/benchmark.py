@@ -19,8 +19,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from vgt.ar.pipeline import VGTPipeline
 from vgt.io import write_json
+from vgt.pipeline import VGTPipeline
 
 SPLITS = ("report", "tune")
 #: the tune split samples from these seeds on (seed s -> TUNE_SEED_OFFSET + s), never from a reporting seed
@@ -55,6 +55,7 @@ def write_benchmark_samples(pipe: VGTPipeline, prompts: Sequence[tuple[int, dict
         raise ValueError(f"n_per_prompt and prompts_per_batch must be >= 1, got {n_per_prompt}, {prompts_per_batch}")
     todo = [(i, m) for i, m in prompts
             if overwrite or len(list((prompt_dir(out_dir, i) / "samples").glob("*.png"))) != n_per_prompt]
+    pipe.set_progress_bar_config(disable=True)  # the bar here counts prompts
     bar = tqdm(total=len(todo), desc="prompts", unit="prompt", disable=not progress)
     for start in range(0, len(todo), prompts_per_batch):
         batch = todo[start : start + prompts_per_batch]
@@ -87,8 +88,9 @@ class ShapesEvalHook:
 
         out = Path(ctx.run_dir) / "eval" / f"step_{ctx.step:08d}"
         with ctx.eval_model() as model:
-            write_benchmark_samples(VGTPipeline(model, self.ae), self.prompts, out, self.n_per_prompt, self.seed,
-                                    overwrite=True, progress=False, **self.pipeline_kwargs)
+            pipe = VGTPipeline.from_generator(model, self.ae)
+            write_benchmark_samples(pipe, self.prompts, out, self.n_per_prompt, self.seed, overwrite=True,
+                                    progress=False, **self.pipeline_kwargs)
         scores, _ = evaluate_layout(out)
         write_json(out / "scores.json", scores)
         return {"overall": scores["overall"], **scores["categories"]}
@@ -106,7 +108,7 @@ def load_sampling_pipeline(model: str | os.PathLike | None = None, device: str =
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     target = resolve_device(device)
     set_sampling_threads(threads, images_per_call, target)
-    return VGTPipeline.from_pretrained(resolve_model_dir(model), device=target, dtype=DTYPES[dtype])
+    return VGTPipeline.from_pretrained(resolve_model_dir(model), torch_dtype=DTYPES[dtype]).to(target)
 
 
 def shapes_eval_subset(prompts_per_category: int | None = None, split: str = "report") -> list[dict]:
@@ -165,9 +167,10 @@ def evaluate_pipeline(model: str | os.PathLike | None, out: str | os.PathLike, p
     `split="tune"`: the tuning prompt draw (`shapes_eval_subset`). Samples left in OUT by a run with other
     settings are removed and generated again, not judged as these."""
     from vgt.ar.config import ARConfig
-    from vgt.ar.pipeline import CONFIG_NAME, GENERATOR_DIR
     from vgt.eval.shapes import PROMPT_SET_VERSION, evaluate_layout, read_prompts
     from vgt.io import write_jsonl
+    from vgt.loading import CONFIG_NAME
+    from vgt.pipeline import GENERATOR_DIR
     from vgt.pretrained import resolve_model_dir
 
     sampling = {k: v for k, v in (sampling or {}).items() if v is not None}

@@ -148,10 +148,10 @@ def random_release_pipeline(release: str, seed: int = 0):
     from vgt.ae.model import VGTAutoencoder
     from vgt.ar.config import ARConfig, FlowHeadConfig, SamplingConfig
     from vgt.ar.model import VGTForGeneration
-    from vgt.ar.pipeline import VGTPipeline
     from vgt.backbones.internvl import InternVLBackbone
     from vgt.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
     from vgt.official.convert import OFFICIAL_IMAGE_START, OFFICIAL_PROMPT_TEMPLATE, OFFICIAL_SAMPLING
+    from vgt.pipeline import VGTPipeline
     from vgt.vlm.model import build_word_tokenizer
 
     qwen = release.startswith("qwen")
@@ -162,12 +162,12 @@ def random_release_pipeline(release: str, seed: int = 0):
         config.text_config.layer_types = config.text_config.layer_types[: checkpoint_layers(release)]
     cls = Qwen2_5_VLBackbone if qwen else InternVLBackbone
     backbone = cls(cls.model_class(config).eval(), build_word_tokenizer([OFFICIAL_IMAGE_START]))
-    ae = VGTAutoencoder(AEConfig(encoder="vlm", backbone=backbone.name, bottleneck_norm_eps=1e-6, channel_norm=True,
-                                 projector_width=None if qwen else INTERNVL_AE_WIDTH, dcae=dict(DCAE_F32C32_SANA_1_1),
-                                 image_size=448), backbone.vision)
+    ae = VGTAutoencoder.from_backbone(backbone, AEConfig(
+        encoder="vlm", backbone=backbone.name, bottleneck_norm_eps=1e-6, channel_norm=True,
+        projector_width=None if qwen else INTERNVL_AE_WIDTH, dcae=dict(DCAE_F32C32_SANA_1_1), image_size=448))
     ids = backbone.tokenizer.encode(OFFICIAL_IMAGE_START, add_special_tokens=True)
     generator = ARConfig(hidden_size=backbone.text.hidden_size, max_grid=GRID, position_init="normal",
                          head=FlowHeadConfig(width=HEAD_WIDTH, depth=HEAD_DEPTH, timestep_scale=1.0),
                          image_start_ids=ids, prompt_template=OFFICIAL_PROMPT_TEMPLATE,
                          sampling=SamplingConfig(**OFFICIAL_SAMPLING))
-    return VGTPipeline(VGTForGeneration(generator, backbone, ae=ae), ae)
+    return VGTPipeline.from_generator(VGTForGeneration(generator, backbone, ae=ae), ae)

@@ -185,10 +185,10 @@ def build_ae(backbone, ae_state: dict[str, torch.Tensor], dcae: dict, report: Co
     blocks = len({k.split(".")[2] for k in state if k.startswith("bottleneck.blocks.")})
     projector = state.get("vision.projector.linear_1.weight")
     config = AEConfig(encoder="vlm", backbone=backbone.name, latent_channels=decoder_channels,
-                      bottleneck_blocks=blocks, bottleneck_norm_eps=AE_NORM_EPS, channel_norm=True, noise_gamma=0.0,
+                      bottleneck_blocks=blocks, bottleneck_norm_eps=AE_NORM_EPS, channel_norm=True,
                       projector_width=None if projector is None else projector.shape[0], dcae=dcae,
                       image_size=backbone.vision.image_size)
-    ae = VGTAutoencoder(config, backbone.vision)
+    ae = VGTAutoencoder.from_backbone(backbone, config)
     expected = {k: v.shape for k, v in ae.state_dict().items()}
     check_against(state, expected, "the VGT-AE checkpoint",
                   "Pass the VLM folder and DC-AE config the AE was trained with (InternVL3-1B-hf's vision path for "
@@ -251,7 +251,7 @@ def convert_official(out: str | Path, vlm: str | Path, ar: str | Path | None = N
                      num_layers: int | None = None, overwrite: bool = False) -> ConvertedModel:
     """Convert the authors' files into a vgt folder: a pipeline (with an AR checkpoint; its `vgt_ae.*` tensors
     hold the AE unless `ae` is given) or a VGT-AE folder (an AE checkpoint alone)."""
-    from vgt.ar.pipeline import VGTPipeline
+    from vgt.pipeline import VGTPipeline
 
     if ar is None and ae is None:
         raise ConversionError("nothing to convert: pass an AR checkpoint (iter_*.pth) and/or a VGT-AE .pth")
@@ -287,14 +287,7 @@ def convert_official(out: str | Path, vlm: str | Path, ar: str | Path | None = N
 
     if model_state is None:
         autoencoder = build_ae(backbone, ae_state, dcae, report, kind)
-        if any(Path(vlm).glob("*.safetensors")):  # the AE rebuilds its vision path from the VLM folder
-            autoencoder.save_pretrained(out, backbone_path=str(Path(vlm).resolve()), overwrite=overwrite)
-        else:  # a weightless VLM folder cannot be loaded strictly: keep the built one beside the AE
-            from vgt.io import atomic_directory
-
-            with atomic_directory(out, overwrite) as staging:
-                autoencoder.save_pretrained(staging, backbone_path="backbone")
-                backbone.save_pretrained(staging / "backbone")
+        autoencoder.save_pretrained(out, overwrite=overwrite)  # self-contained: its config describes the vision path
         return ConvertedModel(report, out, kind)
 
     mapped = apply_rules(model_state, KINDS[kind]["ar_rules"], report, "AR checkpoint")
@@ -304,5 +297,5 @@ def convert_official(out: str | Path, vlm: str | Path, ar: str | Path | None = N
     prune_language_model(backbone, count)
     autoencoder = build_ae(backbone, ae_state, dcae, report, kind)
     model = build_generator(backbone, autoencoder, llm, generator, kind)
-    VGTPipeline(model, autoencoder).save_pretrained(out, overwrite=overwrite)
+    VGTPipeline.from_generator(model, autoencoder).save_pretrained(out, overwrite=overwrite)
     return ConvertedModel(report, out, kind)
