@@ -26,6 +26,7 @@ from vgt.ar.config import CFG_SCHEDULES, ORDERS, SAMPLERS, ARConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.ar.sampling import generate_latents
 from vgt.data.transforms import to_pil as image_to_pil
+from vgt.editing import prepare_edit
 from vgt.io import read_json
 from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir  # noqa: F401  (re-exported; the model used by default)
 from vgt.text import check_prompt
@@ -176,11 +177,19 @@ class VGTPipeline:
         cfg_schedule: str | None = None,
         temperature: float | None = None,
         progress: bool = False,
+        image: Image.Image | np.ndarray | None = None,
+        mask_image: Image.Image | np.ndarray | None = None,
+        strength: float | None = None,
+        paste_back: bool = False,
     ) -> VGTPipelineOutput:
         """Generate `num_images_per_prompt` images per prompt. Arguments left at None take the model's saved
         sampling defaults (`config.sampling`: guidance 4.5, 30 head steps, 1 token per step, random order, SDE,
         linear CFG schedule, temperature 1 unless the model was saved with others). `generator`: one for the whole
-        call, or one per image (prompt-major), which makes each image independent of what else is in the batch."""
+        call, or one per image (prompt-major), which makes each image independent of what else is in the batch.
+
+        Editing (`vgt.editing`): `image` with `mask_image` (white = regenerate) inpaints or outpaints, `image` alone
+        makes variations; `strength` is the fraction of the masked (or all) tokens regenerated, `paste_back` keeps
+        the input's pixels outside the mask. The output has the image's size."""
         defaults = self.config.sampling
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -214,6 +223,14 @@ class VGTPipeline:
                                                                                       OUTPUT_TYPES)):
             if value not in allowed:
                 raise ValueError(f"{name} {value!r} is unknown; choose one of {allowed}")
+        edit = None
+        if image is not None or mask_image is not None:
+            edit = prepare_edit(self.ae, image, mask_image, strength, len(prompts) * num_images_per_prompt, generator)
+            if (height or edit.size[0], width or edit.size[1]) != edit.size:
+                raise ValueError(f"height/width {height}x{width} differ from the image's {edit.size}; leave them out")
+            height, width = edit.size
+        if paste_back and (edit is None or edit.pixel_mask is None):
+            raise ValueError("paste_back keeps the input's pixels outside the mask: pass image and mask_image")
         grid = self.latent_grid(height, width)
         if isinstance(generator, (list, tuple)) and len(generator) != len(prompts) * num_images_per_prompt:
             raise ValueError(f"got {len(generator)} generators for {len(prompts) * num_images_per_prompt} images; "
@@ -225,11 +242,13 @@ class VGTPipeline:
             self.model, rows, grid, negative_prompts=negative_rows, guidance_scale=guidance_scale,
             cfg_schedule=cfg_schedule, num_inference_steps=steps, sampler=sampler, sde_t_end=defaults.sde_t_end,
             temperature=temperature, tokens_per_step=tokens_per_step, order=order, generator=generator,
-            progress=progress,
+            progress=progress, known_latents=None if edit is None else edit.latents,
+            known_mask=None if edit is None else edit.known,
         ).latents
         if output_type == "latent":
             return VGTPipelineOutput(images=latents)
         images = self.ae.decode(latents.to(next(self.ae.parameters()).dtype)).sample.float()
+        images = edit.paste_back(images) if paste_back else images
         if output_type == "pil":
             return VGTPipelineOutput(images=to_pil(images))
         images = ((images.clamp(-1, 1) + 1) / 2).cpu()
