@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,6 +181,7 @@ class VGTPipeline:
         mask_image: Image.Image | np.ndarray | None = None,
         strength: float | None = None,
         paste_back: bool = False,
+        step_callback: Callable[[int, int], None] | None = None,
     ) -> VGTPipelineOutput:
         """Generate `num_images_per_prompt` images per prompt. Arguments left at None take the model's saved
         sampling defaults (`config.sampling`: guidance 4.5, 30 head steps, 1 token per step, random order, SDE,
@@ -189,7 +190,8 @@ class VGTPipeline:
 
         Editing (`vgt.editing`): `image` with `mask_image` (white = regenerate) inpaints or outpaints, `image` alone
         makes variations; `strength` is the fraction of the masked (or all) tokens regenerated, `paste_back` keeps
-        the input's pixels outside the mask. The output has the image's size."""
+        the input's pixels outside the mask. The output has the image's size. `step_callback(done, total)` is called
+        after each decoding step."""
         defaults = self.config.sampling
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts:
@@ -243,7 +245,7 @@ class VGTPipeline:
             cfg_schedule=cfg_schedule, num_inference_steps=steps, sampler=sampler, sde_t_end=defaults.sde_t_end,
             temperature=temperature, tokens_per_step=tokens_per_step, order=order, generator=generator,
             progress=progress, known_latents=None if edit is None else edit.latents,
-            known_mask=None if edit is None else edit.known,
+            known_mask=None if edit is None else edit.known, step_callback=step_callback,
         ).latents
         if output_type == "latent":
             return VGTPipelineOutput(images=latents)

@@ -133,6 +133,7 @@ def generate_latents(
     noise: torch.Tensor | None = None,
     known_latents: torch.Tensor | None = None,
     known_mask: torch.Tensor | None = None,
+    step_callback: Callable[[int, int], None] | None = None,
 ) -> DecodeOutput:
     """Decode one latent grid per prompt. `generator`: one for the whole batch, or one per prompt (each row's
     randomness then does not depend on the other rows). `temperature` scales the head sampler's Gaussian noise (its
@@ -145,7 +146,8 @@ def generate_latents(
 
     `known_latents` [1 or B, C, h, w] with `known_mask` [h, w] (True = keep): those positions are fed first as
     context (`vgt.ar.context`) and come back unchanged; only the others are generated (then `noise` covers those
-    N - K positions, `orders` is not taken, and the linear CFG schedule runs over the generated positions)."""
+    N - K positions, `orders` is not taken, and the linear CFG schedule runs over the generated positions).
+    `step_callback(done, total)` is called after each decoding step (a progress display)."""
     if not prompts:
         raise ValueError("got an empty prompt list")
     if sampler not in SAMPLERS:
@@ -237,6 +239,8 @@ def generate_latents(
         previous_z = z.repeat(2, 1, 1) if use_cfg else z
         if return_query_states:
             states_in_order.append(states[:batch])
+        if step_callback is not None:
+            step_callback(step + 1, len(sizes))
     latents = tokens.transpose(1, 2).reshape(batch, channels, height, width)
     return DecodeOutput(latents=latents, orders=orders,
                         query_states=torch.cat(states_in_order, dim=1) if return_query_states else None)
