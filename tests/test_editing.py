@@ -194,3 +194,39 @@ def test_pipeline_edit_errors_name_the_fix(pipe):
         pipe(CAPTION, image=image, paste_back=True, **call)
     with pytest.raises(ValueError, match="leave them out"):
         pipe(CAPTION, image=image, mask_image=mask, height=40, **call)
+
+
+@pytest.fixture(scope="module")
+def model_dir(pipe, tmp_path_factory):
+    path = tmp_path_factory.mktemp("model") / "vgt"
+    pipe.save_pretrained(path)
+    return path
+
+
+def test_cli_inpaint_outpaint_variations(model_dir, tmp_path, capsys):
+    from vgt.cli import main
+
+    image, mask = scene()
+    image.save(tmp_path / "in.png")
+    mask.save(tmp_path / "mask.png")
+    image.crop((0, 0, 16, 16)).save(tmp_path / "small.png")
+    common = ["--model", str(model_dir), "--num-inference-steps", "2", "--seed", "3"]
+    run = ["inpaint", CAPTION, "--image", str(tmp_path / "in.png"), "--mask", str(tmp_path / "mask.png"), *common]
+    assert main([*run, "--out", str(tmp_path / "a.png"), "--paste-back"]) == 0
+    assert main([*run, "--out", str(tmp_path / "b.png"), "--paste-back"]) == 0
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.png")) for n in "ab")
+    assert a.shape == (32, 32, 3) and np.array_equal(a, b)
+    assert np.array_equal(a[:16], np.asarray(image)[:16])  # kept pixels
+    assert main(["outpaint", CAPTION, "--image", str(tmp_path / "small.png"), "--size", "32", "--offset", "0", "0",
+                 "--out", str(tmp_path / "o.png"), "--num-images", "2", *common]) == 0
+    assert Image.open(tmp_path / "o-001.png").size == (32, 32)
+    assert main(["variations", CAPTION, "--image", str(tmp_path / "in.png"), "--strength", "0.5",
+                 "--out", str(tmp_path / "v.png"), *common]) == 0
+    assert Image.open(tmp_path / "v.png").size == (32, 32)
+    with pytest.raises(SystemExit, match="canvas size"):
+        main(["outpaint", CAPTION, "--image", str(tmp_path / "small.png"), *common])
+    with pytest.raises(SystemExit, match="does not exist"):
+        main([*run[:2], "--image", str(tmp_path / "none.png"), *run[4:]])
+    with pytest.raises(ValueError, match="multiples of the AE stride"):
+        image.resize((30, 30)).save(tmp_path / "odd.png")
+        main(["variations", CAPTION, "--image", str(tmp_path / "odd.png"), *common])
