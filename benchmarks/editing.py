@@ -4,13 +4,16 @@ For each scene of 2-4 objects (ShapesWorld "scene" task, the model's default siz
 
 - restore: the object's box (plus a margin) is masked in the scene; the prompt is the full scene's caption.
 - add: the scene is rendered without the object, the same box is masked (it holds only background); same prompt.
+- complete: only the central half (in side) of the object's box is masked: its edges stay in the context.
 - text-to-image: the same prompt without an image (the model's plain ShapesEval-style rate on these captions).
 
 Per image: `scene` = the judge's strict "scene" verdict for the prompt (each shape's count, nothing else);
-`object` = a detection of the object's shape and colour with its centre inside the masked box; `psnr` = PSNR
-(on [0, 1]) of the pixels outside the mask against the input. The output is the decoded image everywhere (no
-paste-back), so `psnr` is bounded by the AE's own reconstruction, reported as `ae psnr` (encode + decode of the
-input, same pixels). Means over all images with a 95% bootstrap interval over scenes (a scene's images share it).
+`object` = a detection of the object's shape and colour with its centre inside the object's box; `psnr` = PSNR
+(on [0, 1]) of the pixels outside the mask against the input; `kept psnr` = the same over the pixels of the latent
+tokens fed as context (a token the mask touches is regenerated whole, so this leaves out a border around the mask).
+The output is the decoded image everywhere (no paste-back), so both are bounded by the AE's own reconstruction,
+`ae psnr` (encode + decode of the input, pixels outside the mask). Means over all images with a 95% bootstrap
+interval over scenes (a scene's images share it).
 
     python benchmarks/editing.py [--scenes 100] [--images 4] [--model DIR] [--threads 1]
 """
@@ -25,7 +28,8 @@ import torch
 from PIL import Image
 
 from vgt.ar.pipeline import VGTPipeline
-from vgt.data.shapes import Scene, ShapesWorld, render_scene, scene_caption, scene_prompt
+from vgt.data.shapes import Scene, ShapeObject, ShapesWorld, render_scene, scene_caption, scene_prompt
+from vgt.editing import regenerated_tokens
 from vgt.eval.judge import judge_image
 from vgt.pretrained import resolve_model_dir
 
@@ -75,7 +79,8 @@ def main() -> None:
     pipe = VGTPipeline.from_pretrained(resolve_model_dir(args.model))
     size = pipe.config.sampling.grid_size * pipe.ae.stride
     world = ShapesWorld(resolution=size, seed=20, tasks=("scene",))
-    metrics = {task: {"scene": [], "object": [], "psnr": [], "ae psnr": []} for task in ("restore", "add")}
+    metrics = {task: {"scene": [], "object": [], "psnr": [], "kept psnr": [], "ae psnr": []}
+               for task in ("restore", "add", "complete")}
     metrics["text-to-image"] = {"scene": [], "object": []}
     examples, scenes_used, index = [], 0, 0
     while scenes_used < args.scenes:
@@ -90,12 +95,13 @@ def main() -> None:
         pick = index % len(scene.objects)
         obj = scene.objects[pick]
         box = object_box(obj, size, args.margin)
-        mask = Image.new("L", (size, size), 0)
-        mask.paste(255, box)
-        keep = np.asarray(mask) == 0
+        whole, centre = Image.new("L", (size, size), 0), Image.new("L", (size, size), 0)
+        whole.paste(255, box)
+        centre.paste(255, object_box(ShapeObject(obj.shape, obj.color, obj.center, obj.size / 2), size, 0))
         without = render_scene(Scene(tuple(o for i, o in enumerate(scene.objects) if i != pick), scene.background),
                                size)
-        for task, image in (("restore", sample.image), ("add", without), ("text-to-image", None)):
+        for task, image, mask in (("restore", sample.image, whole), ("add", without, whole),
+                                  ("complete", sample.image, centre), ("text-to-image", None, None)):
             generators = [torch.Generator().manual_seed(1000 * index + k) for k in range(args.images)]
             edit = {} if image is None else {"image": image, "mask_image": mask}
             out = pipe(caption, num_images_per_prompt=args.images, generator=generators,
@@ -104,24 +110,28 @@ def main() -> None:
             m["scene"].append([float(judge_image(im, metadata).correct) for im in out])
             m["object"].append([float(object_found(im, obj, box)) for im in out])
             if image is not None:
-                reference = np.asarray(image)
+                reference, keep = np.asarray(image), np.asarray(mask) == 0
+                tokens = ~regenerated_tokens(~keep, pipe.ae.stride).numpy()
+                kept = tokens.repeat(pipe.ae.stride, 0).repeat(pipe.ae.stride, 1)
                 m["psnr"].append([psnr(np.asarray(im), reference, keep) for im in out])
+                m["kept psnr"].append([psnr(np.asarray(im), reference, kept) for im in out])
                 with torch.no_grad():
                     from vgt.data.transforms import to_pil, to_tensor
 
                     rec = to_pil(pipe.ae.decode(pipe.ae.encode(to_tensor(image)[None]).latent).sample[0])
                 m["ae psnr"].append([psnr(np.asarray(rec), reference, keep)])
-                if len(examples) < 6 * 8:
+                if len(examples) < 6 * 12:
                     examples += [image, Image.composite(Image.new("RGB", image.size, (255, 0, 255)), image, mask),
                                  *out[:2]]
     seconds = time.perf_counter() - start
     print(f"{scenes_used} scenes x {args.images} images per task, model {resolve_model_dir(args.model)}, "
           f"{size} px, {seconds:.0f} s")
-    print("| task | scene correct | object present | PSNR outside mask (dB) | AE PSNR same pixels (dB) |")
-    print("|---|---|---|---|---|")
+    print("| task | scene correct | object present | PSNR outside mask (dB) | PSNR of kept tokens (dB) "
+          "| AE PSNR outside mask (dB) |")
+    print("|---|---|---|---|---|---|")
     for task, m in metrics.items():
         cells = []
-        for key in ("scene", "object", "psnr", "ae psnr"):
+        for key in ("scene", "object", "psnr", "kept psnr", "ae psnr"):
             if key not in m:
                 cells.append("-")
                 continue
@@ -132,8 +142,8 @@ def main() -> None:
     if args.examples:
         from vgt.ar.pipeline import image_grid
 
-        image_grid(examples, columns=8).save(args.examples)
-        print(f"examples (input, mask, 2 results; restore then add per scene): {args.examples}")
+        image_grid(examples, columns=12).save(args.examples)
+        print(f"examples (input, mask, 2 results; restore, add, complete per scene): {args.examples}")
 
 
 if __name__ == "__main__":
