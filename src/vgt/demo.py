@@ -37,6 +37,7 @@ from PIL import Image
 
 MAX_IMAGES = 16  # per request
 MAX_BODY = 16 * 2**20  # bytes
+KEEP_JOBS = 32  # finished jobs kept for polling
 
 
 def page() -> bytes:
@@ -122,6 +123,7 @@ class DemoServer(ThreadingHTTPServer):
         self.jobs: dict[str, Job] = {}
         self.queue: queue.Queue[str] = queue.Queue()
         self.ids = itertools.count(1)
+        self.lock = threading.Lock()
         self.worker = threading.Thread(target=self._work, name="vgt-demo-worker", daemon=True)
         self.worker.start()
 
@@ -142,8 +144,12 @@ class DemoServer(ThreadingHTTPServer):
         return {"image": png_data_url(sample.image), "caption": scene_caption(sample.scene), "index": index}
 
     def submit(self, request: dict) -> str:
-        job_id = str(next(self.ids))
-        self.jobs[job_id] = Job(request)
+        with self.lock:  # requests arrive on several threads
+            finished = [key for key, job in self.jobs.items() if job.state in ("done", "error")]
+            for key in finished[:-KEEP_JOBS]:  # the page fetches its result at once; keep memory bounded
+                del self.jobs[key]
+            job_id = str(next(self.ids))
+            self.jobs[job_id] = Job(request)
         self.queue.put(job_id)
         return job_id
 
@@ -195,8 +201,8 @@ class DemoHandler(BaseHTTPRequestHandler):
                 self._json({"error": "index must be a whole number"}, HTTPStatus.BAD_REQUEST)
                 return
             self._json(self.server.scene(max(0, index)))
-        elif url.path.startswith("/api/job/") and url.path[len("/api/job/"):] in self.server.jobs:
-            self._json(self.server.jobs[url.path[len("/api/job/"):]].public())
+        elif url.path.startswith("/api/job/") and (job := self.server.jobs.get(url.path[len("/api/job/"):])):
+            self._json(job.public())
         else:
             self._json({"error": f"no such page: {url.path}"}, HTTPStatus.NOT_FOUND)
 

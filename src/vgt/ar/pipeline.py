@@ -229,7 +229,8 @@ class VGTPipeline:
         if image is not None or mask_image is not None:
             edit = prepare_edit(self.ae, image, mask_image, strength, len(prompts) * num_images_per_prompt, generator)
             if (height or edit.size[0], width or edit.size[1]) != edit.size:
-                raise ValueError(f"height/width {height}x{width} differ from the image's {edit.size}; leave them out")
+                raise ValueError(f"height={height}, width={width} differ from the image's size "
+                                 f"{edit.size[0]}x{edit.size[1]} (height x width); leave them out")
             height, width = edit.size
         if paste_back and (edit is None or edit.pixel_mask is None):
             raise ValueError("paste_back keeps the input's pixels outside the mask: pass image and mask_image")
