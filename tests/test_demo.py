@@ -177,3 +177,41 @@ def test_api_checks_requests(server):
 def test_demo_command_needs_a_model_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a VGT pipeline folder"):
         main(["demo", "--model", str(tmp_path), "--port", "0"])
+
+
+def test_page_outpaints_around_a_shrunk_image(server, browser):
+    browser.get(server.url)
+    browser.find_element("id", "tab-inpaint").click()
+    browser.find_element("id", "pick-scene").click()
+    wait_for_status(browser, "Loaded scene 0")
+    fill(browser, "prompt", CAPTION)
+    fill(browser, "num-images", "1")
+    browser.find_element("id", "outpaint-setup").click()  # 1/2: the image at 8..24 of 32 px, the border masked
+    assert wait_for_status(browser, "Outpainting").startswith("Outpainting")
+    alpha = browser.execute_script("""
+        const d = document.getElementById('mask-canvas').getContext('2d').getImageData(0, 0, 32, 32).data;
+        const a = (x, y) => d[(y * 32 + x) * 4 + 3];
+        return [a(0, 0), a(16, 16), a(8, 8), a(7, 7)];""")
+    assert alpha[0] > 0 and alpha[1] == 0 and alpha[2] == 0 and alpha[3] > 0
+    browser.find_element("id", "inpaint").click()
+    assert wait_for_status(browser, "Done") == "Done: 1 image(s)."
+    assert result_sizes(browser) == [[32, 32]]
+
+
+def test_demo_command_serves_the_page(server, tmp_path):
+    import subprocess
+    import sys
+
+    model = tmp_path / "model"
+    server.pipe.save_pretrained(model)
+    command = [sys.executable, "-m", "vgt", "demo", "--model", str(model), "--port", "0", "--threads", "1"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        line = process.stdout.readline()
+        assert line.startswith("VGT demo at http://127.0.0.1:"), line
+        url = line.split()[3]
+        assert b"<canvas id=\"mask-canvas\">" in urllib.request.urlopen(url, timeout=10).read()
+        assert json.loads(urllib.request.urlopen(url + "api/info", timeout=10).read())["size"] == 32
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
