@@ -6,6 +6,8 @@ permutation among the known, or raster), then the positions to generate (again r
 positions are fed in the first forward pass as teacher-forced pairs q_0, e_0, q_1, e_1, ... exactly as training
 feeds a prefix of the order (see `vgt.ar.sequence.decoding_layout(known=...)`); the unknown positions are then
 decoded group by group as in plain generation. With guidance, the unconditional rows get the same context.
+The context is part of decoding step 0, so a model's `decode_position_offset` (a quirk of the authors' decoder
+after its first step, see `vgt.official`) does not shift it: it keeps its training positions.
 """
 
 from __future__ import annotations

@@ -223,7 +223,8 @@ def generate_latents(
         start = end
         k = sizes[step]
         states = out.last_hidden_state[:, -k:]
-        scale = guidance_at(guidance_scale, cfg_schedule, bounds[step] - known, num_tokens - known)
+        scale = (guidance_at(guidance_scale, cfg_schedule, bounds[step] - known, num_tokens - known) if use_cfg
+                 else 1.0)
         velocity = GuidedVelocity(model, states, times, batch, scale if use_cfg else None)
         given = None if noise is None else noise[:, bounds[step] - known : bounds[step + 1] - known].to(device)
         start_noise = draw_rows((k, channels), generator, batch, device) if given is None else given[:, :, 0]
