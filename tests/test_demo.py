@@ -215,3 +215,11 @@ def test_demo_command_serves_the_page(server, tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_demo_command_names_the_fix_for_a_busy_port(server, tmp_path):
+    model = tmp_path / "model"
+    server.pipe.save_pretrained(model)
+    port = server.server_address[1]
+    with pytest.raises(SystemExit, match="choose another --port"):
+        main(["demo", "--model", str(model), "--port", str(port), "--threads", "1"])

@@ -22,7 +22,11 @@ def run_demo(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(str(error)) from None
     pipe = VGTPipeline.from_pretrained(resolve_model_dir(args.model), device=device)
-    server = serve(pipe, args.host, args.port)
+    try:
+        server = serve(pipe, args.host, args.port)
+    except OSError as error:
+        raise SystemExit(f"cannot serve on {args.host}:{args.port}: {error.strerror or error}; choose another --port "
+                         "(0: any free port) or --host") from None
     print(f"VGT demo at {server.url} (Ctrl+C stops it)", flush=True)
     try:
         while True:
