@@ -14,7 +14,8 @@ def test_help_lists_the_commands_in_the_order_a_user_needs_them(capsys):
     out = capsys.readouterr().out
     listed = [line.split()[0] for line in out.split("commands:")[1].splitlines()[2:] if line.startswith("    ")
               and not line.startswith("     ")]
-    assert listed[:6] == ["generate", "sample-benchmark", "sampling-defaults", "train", "eval", "recipe"]
+    assert listed[:10] == ["generate", "sample-benchmark", "sampling-defaults", "inpaint", "outpaint", "variations",
+                           "demo", "train", "eval", "recipe"]
     assert {"shapes", "caption", "reconstruct", "cache-latents", "convert"} <= set(listed)
 
 

@@ -17,8 +17,8 @@ from collections.abc import Callable, Sequence
 import vgt
 
 #: the command modules of `vgt.commands`, in the order `vgt --help` lists them
-COMMANDS = ("generate", "train", "eval", "recipe", "shapes", "caption", "reconstruct", "cache_latents",
-            "convert")
+COMMANDS = ("generate", "inpaint", "demo", "train", "eval", "recipe", "shapes", "caption", "reconstruct",
+            "cache_latents", "convert")
 
 
 class ArgumentParser(argparse.ArgumentParser):

@@ -17,6 +17,7 @@ older layout (`pipeline.json`) convert with `vgt convert pipeline OLD NEW` (`vgt
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from PIL import Image
 
 from vgt.ae.model import VGTAutoencoder
 from vgt.ar.model import VGTForGeneration
+from vgt.editing import prepare_edit
 from vgt.text import check_prompt
 
 MODEL_INDEX = "model_index.json"
@@ -177,13 +179,23 @@ class VGTPipeline(DiffusionPipeline):
         sampler: str | None = None,
         cfg_schedule: str | None = None,
         temperature: float | None = None,
+        image: Image.Image | np.ndarray | None = None,
+        mask_image: Image.Image | np.ndarray | None = None,
+        strength: float | None = None,
+        paste_back: bool = False,
+        step_callback: Callable[[int, int], None] | None = None,
     ) -> VGTPipelineOutput | tuple:
         """Generate `num_images_per_prompt` images per prompt. Arguments left at None take the model's saved
         sampling defaults (`config.sampling`: guidance 4.5, 30 head steps, 1 token per step, random order, SDE,
         linear CFG schedule, temperature 1 unless the model was saved with others); they are checked by
         `SamplingConfig`. `generator`: one for the whole call, or one per image (prompt-major), which makes each
         image independent of what else is in the batch. `return_dict=False` returns `(images,)`. The decoding
-        steps show in `self.progress_bar` (`set_progress_bar_config(disable=True)` hides it)."""
+        steps show in `self.progress_bar` (`set_progress_bar_config(disable=True)` hides it), and
+        `step_callback(done, total)` is called after each of them.
+
+        Editing (`vgt.editing`, docs/editing.md): `image` with `mask_image` (white = regenerate) inpaints or
+        outpaints, `image` alone makes variations; `strength` is the fraction of the masked (or all) tokens
+        regenerated, `paste_back` keeps the input's pixels outside the mask. The output has the image's size."""
         given = {"guidance_scale": None if guidance_scale is None else float(guidance_scale),
                  "num_inference_steps": num_inference_steps, "order": order, "sampler": sampler,
                  "cfg_schedule": cfg_schedule, "temperature": None if temperature is None else float(temperature),
@@ -195,8 +207,17 @@ class VGTPipeline(DiffusionPipeline):
             raise ValueError(f"num_images_per_prompt must be >= 1, got {num_images_per_prompt}")
         if output_type not in OUTPUT_TYPES:
             raise ValueError(f"output_type {output_type!r} is unknown; choose one of {OUTPUT_TYPES}")
-        grid = self.latent_grid(height, width, sampling.grid_size)
         count = len(prompts) * num_images_per_prompt
+        edit = None
+        if image is not None or mask_image is not None:
+            edit = prepare_edit(self.ae, image, mask_image, strength, count, generator)
+            if (height or edit.size[0], width or edit.size[1]) != edit.size:
+                raise ValueError(f"height={height}, width={width} differ from the image's size "
+                                 f"{edit.size[0]}x{edit.size[1]} (height x width); leave them out")
+            height, width = edit.size
+        if paste_back and (edit is None or edit.pixel_mask is None):
+            raise ValueError("paste_back keeps the input's pixels outside the mask: pass image and mask_image")
+        grid = self.latent_grid(height, width, sampling.grid_size)
         if isinstance(generator, (list, tuple)) and len(generator) != count:
             raise ValueError(f"got {len(generator)} generators for {count} images; pass one generator, or one per "
                              "image")
@@ -209,11 +230,14 @@ class VGTPipeline(DiffusionPipeline):
             sampler=sampling.sampler, sde_t_end=sampling.sde_t_end, temperature=sampling.temperature,
             tokens_per_step=sampling.tokens_per_step if tokens_per_step is None or isinstance(tokens_per_step, int)
             else tokens_per_step, order=sampling.order, generator=generator, progress_bar=self.progress_bar,
+            known_latents=None if edit is None else edit.latents, known_mask=None if edit is None else edit.known,
+            step_callback=step_callback,
         ).latents
         if output_type == "latent":
             images = latents
         else:
             decoded = self.ae.decode(latents.to(next(self.ae.parameters()).dtype)).sample.float()
+            decoded = edit.paste_back(decoded) if paste_back else decoded
             if output_type == "pil":
                 images = _pil(decoded)
             else:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import torch
 
 from vgt.ar.config import CFG_SCHEDULES, SamplingConfig
+from vgt.ar.context import context_orders, context_tokens, known_positions
 from vgt.ar.model import Generators, VGTForGeneration, draw_rows, generation_orders
 from vgt.ar.sequence import decoding_layout
 
@@ -129,6 +130,9 @@ def generate_latents(
     progress_bar: Callable[[Iterable[int]], Iterable[int]] | None = None,
     orders: torch.Tensor | None = None,
     noise: torch.Tensor | None = None,
+    known_latents: torch.Tensor | None = None,
+    known_mask: torch.Tensor | None = None,
+    step_callback: Callable[[int, int], None] | None = None,
 ) -> DecodeOutput:
     """Decode one latent grid per prompt. `generator`: one for the whole batch, or one per prompt (each row's
     randomness then does not depend on the other rows). `temperature` scales the head sampler's Gaussian noise (its
@@ -138,40 +142,52 @@ def generate_latents(
 
     `orders` [B, N] (raster indices) and `noise` [B, N, num_inference_steps, C] (standard Gaussian, in generation
     order: [:, j, 0] starts token j's head sampler, [:, j, s] is the SDE's noise at its step s) replace the draws
-    from `generator`, so that a whole generation can be compared with another implementation fed the same numbers."""
+    from `generator`, so that a whole generation can be compared with another implementation fed the same numbers.
+
+    `known_latents` [1 or B, C, h, w] with `known_mask` [h, w] (True = keep): those positions are fed first as
+    context (`vgt.ar.context`) and come back unchanged; only the others are generated (then `noise` covers those
+    N - K positions, `orders` is not taken, and the linear CFG schedule runs over the generated positions).
+    `step_callback(done, total)` is called after each decoding step (a progress display)."""
     if not prompts:
         raise ValueError("got an empty prompt list")
     SamplingConfig(guidance_scale=guidance_scale, cfg_schedule=cfg_schedule, num_inference_steps=num_inference_steps,
                    sampler=sampler, sde_t_end=sde_t_end, temperature=temperature, order=order)  # the checks
     height, width = grid
     num_tokens = height * width
-    sizes = group_sizes(num_tokens, tokens_per_step)
     batch = len(prompts)
+    channels = model.config.latent_channels
+    known, tokens = 0, torch.zeros(batch, num_tokens, channels, device=model.device)  # raster order
+    if known_latents is not None or known_mask is not None:
+        if known_latents is None or known_mask is None or orders is not None:
+            raise ValueError("pass known_latents and known_mask together, and no orders (the sampler orders the "
+                             "known positions first)")
+        context, known_rows, known = known_positions(known_latents, known_mask, batch, grid, channels)
+        tokens = context.to(tokens).clone()
+        orders = context_orders(known_rows, order, generator, model.device)
+    sizes = group_sizes(num_tokens - known, tokens_per_step)
     use_cfg = guidance_scale != 1.0
     if negative_prompts is not None and len(negative_prompts) != batch:
         raise ValueError(f"got {len(negative_prompts)} negative prompts for {batch} prompts")
     rows = list(prompts) + (list(negative_prompts or [None] * batch) if use_cfg else [])
     device = model.device
-    channels = model.config.latent_channels
 
     if orders is None:
         orders = generation_orders(batch, num_tokens, order, generator, device)
     elif tuple(orders.shape) != (batch, num_tokens):
         raise ValueError(f"orders must have shape {(batch, num_tokens)}, got {tuple(orders.shape)}")
-    if noise is not None and tuple(noise.shape) != (batch, num_tokens, num_inference_steps, channels):
-        raise ValueError(f"noise must have shape {(batch, num_tokens, num_inference_steps, channels)}, "
+    if noise is not None and tuple(noise.shape) != (batch, num_tokens - known, num_inference_steps, channels):
+        raise ValueError(f"noise must have shape {(batch, num_tokens - known, num_inference_steps, channels)}, "
                          f"got {tuple(noise.shape)}")
     row_orders = orders.repeat(2, 1) if use_cfg else orders
     prefix, mask = model.prompt_embeddings(rows)
     queries, positions = model.query_tokens(height, width)
-    layout, step_ends = decoding_layout(mask, sizes, model.prefix_length)
+    layout, step_ends = decoding_layout(mask, sizes, model.prefix_length, known)
     rope = layout.position.clone()
     rope[:, step_ends[0] :] += model.config.decode_position_offset
-    bounds = [0]
+    bounds = [known]
     for size in sizes:
         bounds.append(bounds[-1] + size)
 
-    tokens = torch.zeros(batch, num_tokens, channels, device=device)  # raster order
     states_in_order = []
     fed: list[torch.Tensor] = []  # embeddings fed so far (only kept when recomputing)
     cache = None
@@ -183,6 +199,9 @@ def generate_latents(
         new = [queries[group].to(prefix.dtype)]
         if step == 0:
             new.insert(0, prefix)
+            if known:
+                context = tokens.repeat(2, 1, 1) if use_cfg else tokens  # the unconditional rows see it too
+                new.insert(1, context_tokens(model, context, row_orders, known, queries, positions).to(prefix.dtype))
         else:
             previous = row_orders[:, bounds[step - 1] : bounds[step]]
             new.insert(0, model.latent_tokens(previous_z, positions[previous]).to(prefix.dtype))
@@ -198,9 +217,10 @@ def generate_latents(
         start = end
         k = sizes[step]
         states = out.last_hidden_state[:, -k:]
-        scale = guidance_at(guidance_scale, cfg_schedule, bounds[step], num_tokens) if use_cfg else 1.0
+        scale = (guidance_at(guidance_scale, cfg_schedule, bounds[step] - known, num_tokens - known) if use_cfg
+                 else 1.0)
         velocity = GuidedVelocity(model, states, times, batch, scale if use_cfg else None)
-        given = None if noise is None else noise[:, bounds[step] : bounds[step + 1]].to(device)
+        given = None if noise is None else noise[:, bounds[step] - known : bounds[step + 1] - known].to(device)
         start_noise = draw_rows((k, channels), generator, batch, device) if given is None else given[:, :, 0]
         if sampler == "sde":
             z = sample_sde(velocity, temperature * start_noise, num_inference_steps, generator, sde_t_end, temperature,
@@ -214,6 +234,8 @@ def generate_latents(
         previous_z = z.repeat(2, 1, 1) if use_cfg else z
         if return_query_states:
             states_in_order.append(states[:batch])
+        if step_callback is not None:
+            step_callback(step + 1, len(sizes))
     latents = tokens.transpose(1, 2).reshape(batch, channels, height, width)
     return DecodeOutput(latents=latents, orders=orders,
                         query_states=torch.cat(states_in_order, dim=1) if return_query_states else None)

@@ -122,13 +122,19 @@ def training_layout(attention_mask: torch.Tensor, num_tokens: int, prefix: int =
 
 
 def decoding_layout(attention_mask: torch.Tensor, group_sizes: list[int],
-                    prefix: int = 1) -> tuple[SlotLayout, list[int]]:
+                    prefix: int = 1, known: int = 0) -> tuple[SlotLayout, list[int]]:
     """Slots of a KV-cached decode: step 0 = prompt + `<img>` + queries of group 0; step s = latents of group s-1 +
-    queries of group s. Returns the layout and the slot index where each step ends."""
+    queries of group s. Returns the layout and the slot index where each step ends.
+
+    `known` > 0: step 0 also feeds, after `<img>`, the first `known` positions of the order as teacher-forced
+    pairs q_0, e_0, ..., q_{known-1}, e_{known-1} (exactly the training prefix: causal, no group); the groups of
+    `group_sizes` then decode order indices `known`, `known` + 1, ..."""
     device = attention_mask.device
-    bounds = torch.tensor([0, *group_sizes], device=device).cumsum(0).tolist()
+    bounds = (torch.tensor([0, *group_sizes], device=device).cumsum(0) + known).tolist()
     blocks, step_ends = [], []
-    end = attention_mask.shape[1] + prefix
+    for index in torch.arange(known, device=device).split(1):
+        blocks += [(index, False, torch.full_like(index, NO_GROUP)), (index, True, torch.full_like(index, NO_GROUP))]
+    end = attention_mask.shape[1] + prefix + 2 * known
     for step, size in enumerate(group_sizes):
         if step > 0:
             previous = torch.arange(bounds[step - 1], bounds[step], device=device)
