@@ -14,11 +14,10 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from vgt.cli import main
 from vgt.demo import pipeline_arguments, serve
-from vgt.testing import TINY_CAPTIONS, tiny_pipeline
+from vgt.testing import TINY_CAPTIONS, fill_zero_parameters, tiny_pipeline
 
 CAPTION = TINY_CAPTIONS[0]
 
@@ -33,11 +32,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture(scope="module")
 def server():
     pipe = tiny_pipeline()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # give the zero-initialised head layers values so that outputs depend on the inputs
-        for param in pipe.generator.head.parameters():
-            if param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.1)
+    fill_zero_parameters(pipe.generator.head, seed=1)
     pipe.generator.config.sampling.num_inference_steps = 2
     server = serve(pipe, "127.0.0.1", 0)
     yield server

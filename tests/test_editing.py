@@ -9,7 +9,7 @@ from PIL import Image
 
 from vgt.ar.sampling import generate_latents
 from vgt.editing import outpaint_canvas, prepare_edit, random_subset, regenerated_tokens
-from vgt.testing import TINY_CAPTIONS, tiny_pipeline
+from vgt.testing import TINY_CAPTIONS, fill_zero_parameters, tiny_pipeline
 
 CAPTION = TINY_CAPTIONS[0]
 
@@ -19,11 +19,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 @pytest.fixture(scope="module")
 def pipe():
     p = tiny_pipeline()
-    g = torch.Generator().manual_seed(1)
-    with torch.no_grad():  # give the zero-initialised head layers values so that outputs depend on the inputs
-        for param in p.generator.head.parameters():
-            if param.abs().sum() == 0:
-                param.copy_(torch.randn(param.shape, generator=g) * 0.1)
+    fill_zero_parameters(p.generator.head, seed=1)
     return p
 
 
