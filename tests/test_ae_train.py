@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from vgt.ae.config import ae_preset, stage_preset
 from vgt.ae.discriminator import DiscriminatorConfig
 from vgt.ae.losses import hinge_discriminator_loss
 from vgt.ae.model import VGTAutoencoder
 from vgt.ae.trainer import AETrainingModule, ae_loss_fn, export_autoencoder
 from vgt.ae.understanding import backbone_with_tuned_vision
+from vgt.presets import ae_preset, ae_stage_preset
 from vgt.testing import TINY_DCAE, tiny_internvl_backbone
 from vgt.testing import random_images as images
 
@@ -27,7 +27,7 @@ def backbone():
 def make_module(backbone, stage="cpu-stage1", **stage_overrides) -> AETrainingModule:
     torch.manual_seed(0)
     ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", latent_channels=8, dcae=TINY_DCAE))
-    return AETrainingModule(ae, stage_preset(stage, image_size=32, **stage_overrides), teacher=backbone.vision,
+    return AETrainingModule(ae, ae_stage_preset(stage, image_size=32, **stage_overrides), teacher=backbone.vision,
                             discriminator=SMALL_DISC)
 
 
@@ -90,8 +90,8 @@ def test_pixel_baseline_rejects_vlm_losses():
     ae = VGTAutoencoder.from_backbone(None, ae_preset("pixel-small-cpu", stride=8, latent_channels=8,
                                                       dcae=TINY_DCAE))
     with pytest.raises(ValueError, match="pixel losses only"):
-        AETrainingModule(ae, stage_preset("cpu-stage1"))
-    module = AETrainingModule(ae, stage_preset("cpu-stage2", distill_weight=0.0))
+        AETrainingModule(ae, ae_stage_preset("cpu-stage1"))
+    module = AETrainingModule(ae, ae_stage_preset("cpu-stage2", distill_weight=0.0))
     loss, metrics = module(images(), step=0)
     assert set(metrics) == {"rec_mse", "psnr"} and torch.isfinite(loss)
 
@@ -122,10 +122,11 @@ def test_understanding_path_reuses_the_tuned_tower(backbone):
 
 def test_tiny_overfit_through_the_engine(backbone, tmp_path):
     from vgt.data.readers import ShapesSource
-    from vgt.train import preset, read_metrics, train
+    from vgt.presets import train_preset
+    from vgt.train import read_metrics, train
 
     module = make_module(backbone, gan_weight=0.1, gan_start=15)
-    cfg = preset("toy", run_dir=str(tmp_path / "run"), steps=30, batch_size=4, lr=2e-3, min_lr=2e-3,
+    cfg = train_preset("toy", run_dir=str(tmp_path / "run"), steps=30, batch_size=4, lr=2e-3, min_lr=2e-3,
                  warmup_steps=0, log_every=5, save_every=30, lr_multipliers=module.lr_multipliers(2e-3))
     result = train(module, ae_loss_fn, ShapesSource(32), cfg, find_unused_parameters=True)
     rows = [r for r in read_metrics(tmp_path / "run") if "rec_mse" in r]

@@ -82,7 +82,8 @@ def test_config_validation_and_batch_split():
 def test_cli_flags_override_the_named_preset_which_overrides_the_defaults():
     import argparse
 
-    from vgt.train import TRAIN_PRESETS, TrainConfig, add_train_args, config_from_args
+    from vgt.presets import TRAIN_PRESETS
+    from vgt.train import TrainConfig, add_train_args, config_from_args
 
     parser = argparse.ArgumentParser()
     add_train_args(parser, default_preset="ae-stage1")

@@ -150,9 +150,6 @@ def export_autoencoder(module: AETrainingModule, checkpoint: str | Path, out_dir
 
 # ---------------------------------------------------------------------------------------------- the stage
 
-#: the model-size preset (`vgt.ae.config.AE_PRESETS`) of a fresh VGT-AE, per scale and encoder
-AE_SCALE_PRESETS = {("cpu", "vlm"): "small-cpu", ("cpu", "pixel"): "pixel-small-cpu",
-                    ("full", "vlm"): "internvl3-f32c32", ("full", "pixel"): "pixel-f32c32"}
 #: world seed of held-out ShapesWorld images (training streams use world seed 0)
 HELDOUT_WORLD_SEED = 7_000_001
 
@@ -160,14 +157,14 @@ HELDOUT_WORLD_SEED = 7_000_001
 @dataclass(frozen=True)
 class AEModelSpec:
     """Which VGT-AE a stage trains: an exported one to continue (`init`, stage 2), or a fresh one of the
-    model-size preset `preset` with these changes."""
+    model-size preset `preset` (`vgt.presets.AE_PRESETS`) with these changes."""
 
     encoder: str = "vlm"
     preset: str = "small-cpu"
     init: str | None = None
     #: a pretrained DC-AE folder (diffusers AutoencoderDC) to start the decoder from
     dcae_path: str | None = None
-    #: decoder architecture (`vgt.ae.dcae.DCAE_PRESETS`) instead of the preset's
+    #: decoder architecture (`vgt.presets.DCAE_PRESETS`) instead of the preset's
     dcae_preset: str | None = None
     latent_channels: int | None = None
     #: pixel encoder: pixels per latent (default: the VLM's stride)
@@ -178,11 +175,11 @@ class AEModelSpec:
 def ae_stage_config(stage: int, scale: str = "cpu", encoder: str = "vlm", **changes) -> AEStageConfig:
     """The stage preset `{scale}-stage{stage}` with `changes`; a pixel-encoder AE trains on pixel losses only
     (no self-distillation, no perceptual loss) unless `changes` say otherwise."""
-    from vgt.ae.config import stage_preset
+    from vgt.presets import ae_stage_preset
 
     if encoder == "pixel":
         changes = {"distill_weight": 0.0, "perceptual": "none", **changes}
-    return stage_preset(f"{scale}-stage{stage}", **changes)
+    return ae_stage_preset(f"{scale}-stage{stage}", **changes)
 
 
 def heldout_images(data: Sequence[str] | None, size: int, num: int, seed: int) -> torch.Tensor:
@@ -217,8 +214,7 @@ class ReconstructionHook:
 def build_autoencoder(spec: AEModelSpec, stage: AEStageConfig, backbone, backbone_path: str | None
                       ) -> VGTAutoencoder:
     """The VGT-AE a stage starts from (see `AEModelSpec`)."""
-    from vgt.ae.config import ae_preset
-    from vgt.ae.dcae import DCAE_PRESETS
+    from vgt.presets import DCAE_PRESETS, ae_preset
 
     if spec.init:
         if spec.dcae_path or spec.dcae_preset:
