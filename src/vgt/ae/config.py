@@ -110,5 +110,10 @@ class AEStageConfig:
         if problems:
             raise ValueError("invalid VGT-AE stage config: " + "; ".join(problems))
 
+    def model_settings(self) -> dict[str, Any]:
+        """The `AEConfig` fields this stage fixes: the model it trains is built with them (and its export records
+        them)."""
+        return {"channel_norm": self.channel_norm, "image_size": self.image_size}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

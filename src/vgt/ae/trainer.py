@@ -70,12 +70,20 @@ class AETrainingModule(nn.Module):
         super().__init__()
         self.ae = ae
         self.stage = stage
-        ae.config.channel_norm = stage.channel_norm
-        ae.config.image_size = stage.image_size
         is_vlm = ae.config.encoder == "vlm"
         if not is_vlm and (stage.distill_weight > 0 or stage.perceptual == "vision"):
             raise ValueError("the pixel-VAE baseline trains on pixel losses only: set distill_weight 0 and "
                              "perceptual 'none'")
+        differing = {k: (getattr(ae.config, k), v) for k, v in stage.model_settings().items()
+                     if getattr(ae.config, k) != v}
+        if differing:
+            raise ValueError(
+                "the autoencoder was not built for this stage (model config vs stage: "
+                + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differing.items())
+                + "); build it with the stage's settings: build_autoencoder(spec, stage, ...), or "
+                "ae_preset(name, **stage.model_settings()) / VGTAutoencoder.from_pretrained(dir, "
+                "config_changes=stage.model_settings())"
+            )
         needs_teacher = is_vlm and (stage.distill_weight > 0 or stage.perceptual == "vision")
         if needs_teacher and teacher is None:
             raise ValueError("self-distillation and the 'vision' perceptual loss need the original vision path "
@@ -213,13 +221,14 @@ class ReconstructionHook:
 
 def build_autoencoder(spec: AEModelSpec, stage: AEStageConfig, backbone, backbone_path: str | None
                       ) -> VGTAutoencoder:
-    """The VGT-AE a stage starts from (see `AEModelSpec`)."""
+    """The VGT-AE a stage starts from (see `AEModelSpec`), built with the stage's settings
+    (`AEStageConfig.model_settings`)."""
     from vgt.presets import DCAE_PRESETS, ae_preset
 
     if spec.init:
         if spec.dcae_path or spec.dcae_preset:
             raise ValueError("--init continues an existing VGT-AE; --dcae/--dcae-preset apply to a fresh one")
-        ae = VGTAutoencoder.from_pretrained(spec.init, backbone=backbone)
+        ae = VGTAutoencoder.from_pretrained(spec.init, backbone=backbone, config_changes=stage.model_settings())
         if ae.config.encoder != spec.encoder:
             raise ValueError(f"--init {spec.init} holds a {ae.config.encoder!r}-encoder VGT-AE, not --encoder "
                              f"{spec.encoder}")
@@ -235,7 +244,7 @@ def build_autoencoder(spec: AEModelSpec, stage: AEStageConfig, backbone, backbon
         stride = spec.stride or (backbone.vision.stride if backbone is not None else None)
         if stride:
             overrides["stride"] = stride
-    config = ae_preset(spec.preset, **overrides)
+    config = ae_preset(spec.preset, **overrides, **stage.model_settings())
     return VGTAutoencoder.from_backbone(backbone if spec.encoder == "vlm" else None, config, dcae_path=spec.dcae_path)
 
 

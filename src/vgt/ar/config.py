@@ -104,8 +104,8 @@ class ARConfig:
             self.head = FlowHeadConfig(**self.head)
         if isinstance(self.sampling, dict):
             self.sampling = SamplingConfig(**self.sampling)
-        self.head.latent_channels = self.latent_channels
-        self.head.cond_dim = self.hidden_size
+        # a copy: the head config passed in (perhaps shared with another ARConfig) is left as it was
+        self.head = dataclasses.replace(self.head, latent_channels=self.latent_channels, cond_dim=self.hidden_size)
         if not math.isfinite(self.timestep_shift):
             raise ValueError(f"timestep_shift must be a finite number, got {self.timestep_shift}")
         if not 0.0 <= self.uncond_prob < 1.0:
