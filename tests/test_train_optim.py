@@ -97,3 +97,14 @@ def test_cli_flags_override_the_named_preset_which_overrides_the_defaults():
     assert named == TrainConfig(**{**TRAIN_PRESETS["ar-cpu"].to_dict(), "steps": 7, "run_dir": "r"})
     with pytest.raises(SystemExit):
         parser.parse_args(["--run-dir", "r", "--lr-mult", "encoder"])
+
+
+def test_an_unknown_preset_is_a_one_line_error_naming_the_choices(tmp_path, capsys):
+    from vgt.cli import run
+
+    assert run(["train", "toy", "--preset", "huge", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown training preset 'huge'; choose one of toy, vlm-small" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert run(["recipe", "shapes", "--preset", "huge", "--out", str(tmp_path / "recipe")]) == 2
+    assert "unknown recipe preset 'huge'; choose one of full, quick" in capsys.readouterr().err
