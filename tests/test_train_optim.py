@@ -108,3 +108,21 @@ def test_an_unknown_preset_is_a_one_line_error_naming_the_choices(tmp_path, caps
     assert not (tmp_path / "run").exists()
     assert run(["recipe", "shapes", "--preset", "huge", "--out", str(tmp_path / "recipe")]) == 2
     assert "unknown recipe preset 'huge'; choose one of full, quick" in capsys.readouterr().err
+
+
+def test_the_cli_offers_exactly_the_named_presets():
+    """`vgt --help` stays fast by not importing the registries (torch); its choices must still be their names."""
+    import argparse
+
+    from vgt.cli import build_parser
+    from vgt.presets import AR_PRESETS, DCAE_PRESETS, SMALL_VLM_PRESETS
+
+    def choices(path: str, dest: str) -> list:
+        parser = build_parser()
+        for word in path.split():
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+        return sorted(next(a for a in parser._actions if a.dest == dest).choices)
+
+    assert choices("train vlm", "vlm_preset") == sorted(SMALL_VLM_PRESETS)
+    assert choices("train ae", "dcae_preset") == sorted(DCAE_PRESETS)
+    assert choices("train ar", "model_preset") == sorted(AR_PRESETS)

@@ -13,9 +13,9 @@ _EXPORTS = {
                              "load_weights"],
     "vgt.train.config": ["TrainConfig"],
     "vgt.train.ema": ["EMA"],
-    "vgt.train.flags": ["add_train_args", "config_from_args"],
     "vgt.train.engine": ["Hook", "HookContext", "NonFiniteLossError", "StepContext", "Trainer", "TrainResult",
                          "train"],
+    "vgt.train.flags": ["add_train_args", "config_from_args"],
     "vgt.train.logging": ["read_metrics"],
     "vgt.train.optim": ["build_optimizer", "lr_at", "param_groups"],
 }
