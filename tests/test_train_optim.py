@@ -126,3 +126,10 @@ def test_the_cli_offers_exactly_the_named_presets():
     assert choices("train vlm", "vlm_preset") == sorted(SMALL_VLM_PRESETS)
     assert choices("train ae", "dcae_preset") == sorted(DCAE_PRESETS)
     assert choices("train ar", "model_preset") == sorted(AR_PRESETS)
+
+
+def test_the_registries_that_name_other_presets_name_existing_ones():
+    from vgt.presets import AE_PRESETS, AE_SCALE_PRESETS, AR_PRESETS, AR_TRAIN_PRESETS, TRAIN_PRESETS
+
+    assert sorted(AR_TRAIN_PRESETS) == sorted(AR_PRESETS) and set(AR_TRAIN_PRESETS.values()) <= set(TRAIN_PRESETS)
+    assert set(AE_SCALE_PRESETS.values()) == set(AE_PRESETS)

@@ -3,7 +3,8 @@ a typed config.
 
 - `AE_PRESETS` (`AEConfig`), `DCAE_PRESETS` (diffusers `AutoencoderDC` configs), `AE_STAGE_PRESETS`
   (`AEStageConfig`) and `AE_SCALE_PRESETS` (the fresh model of `vgt train ae --scale S --encoder E`);
-- `AR_PRESETS`: the generator architectures; each builds an `ARConfig` for the backbone's `hidden_size`;
+- `AR_PRESETS`: the generator architectures, each building an `ARConfig` for the backbone's `hidden_size`, and
+  `AR_TRAIN_PRESETS` (the schedule each trains with by default);
 - `SMALL_VLM_PRESETS` (`SmallVLMConfig`), `TRAIN_PRESETS` (`TrainConfig`) and `RECIPES` (`RecipeConfig`).
 
 A run is a preset with the user's changes (`ae_preset("small-cpu", latent_channels=8)`, `dataclasses.replace`
@@ -137,6 +138,10 @@ def _authors_head(hidden_size: int, latent_channels: int) -> ARConfig:
 AR_PRESETS: dict[str, Callable[[int, int], ARConfig]] = {
     "cpu-small": _cpu_small, "vgt-0.6b": _authors_head, "vgt-1.6b": _authors_head,
 }
+
+
+#: the training schedule (`TRAIN_PRESETS`) of each generator size unless one is named (`vgt train ar`)
+AR_TRAIN_PRESETS: dict[str, str] = {"cpu-small": "ar-cpu", "vgt-0.6b": "ar-pretrain", "vgt-1.6b": "ar-pretrain"}
 
 
 def ar_preset(name: str, hidden_size: int, latent_channels: int = 32) -> ARConfig:

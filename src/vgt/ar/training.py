@@ -17,9 +17,6 @@ import torch
 from vgt.ar.model import VGTForGeneration
 from vgt.presets import ar_preset
 
-#: the training schedule (`vgt.presets.TRAIN_PRESETS`) of each generator size unless one is named
-DEFAULT_TRAIN_PRESET = {"cpu-small": "ar-cpu", "vgt-0.6b": "ar-pretrain", "vgt-1.6b": "ar-pretrain"}
-
 
 class ARLoss:
     """`loss_fn(model, batch, ctx)` for `vgt.train.train`. Every random draw comes from `ctx.generators` (one per

@@ -74,7 +74,8 @@ def run_train_ae(args: argparse.Namespace) -> int:
 
 def ar_arguments(args: argparse.Namespace) -> dict:
     """`train_generator`'s arguments from `vgt train ar` flags."""
-    from vgt.ar.training import DEFAULT_TRAIN_PRESET, ARStageConfig
+    from vgt.ar.training import ARStageConfig
+    from vgt.presets import AR_TRAIN_PRESETS
     from vgt.train.flags import config_from_args
 
     stage = ARStageConfig(
@@ -84,7 +85,7 @@ def ar_arguments(args: argparse.Namespace) -> dict:
         position_init=args.position_init, sampling_temperature=args.sampling_temperature,
         sample_prompts=tuple(args.sample_prompts or ()), eval_prompts=args.eval_prompts,
         eval_max_prompts=args.eval_max_prompts, eval_per_prompt=args.eval_per_prompt)
-    return dict(stage=stage, train_config=config_from_args(args, DEFAULT_TRAIN_PRESET[args.model_preset]))
+    return dict(stage=stage, train_config=config_from_args(args, AR_TRAIN_PRESETS[args.model_preset]))
 
 
 def run_train_ar(args: argparse.Namespace) -> int:
