@@ -69,7 +69,7 @@ class Experiment:
         """One VGT-AE stage of a variant (`stage_changes`: `AEStageConfig` fields, e.g. distill_weight=0); returns
         its exported model folder. A VLM-encoder AE tunes the recipe's VLM; a pixel one gets no VLM."""
         from vgt.ae.trainer import AEModelSpec, ae_stage_config, train_autoencoder
-        from vgt.train.config import preset
+        from vgt.presets import train_preset
 
         run = self.work / name
         model = run / "model"
@@ -78,8 +78,8 @@ class Experiment:
             schedule = {"steps": steps, "batch_size": self.ae_batch_size}
             train_autoencoder(
                 ae_stage_config(stage, encoder=encoder, image_size=self.image_size, **stage_changes),
-                preset(f"ae-stage{stage}-cpu", run_dir=str(run), seed=self.seed,
-                       **{k: v for k, v in schedule.items() if v is not None}),
+                train_preset(f"ae-stage{stage}-cpu", run_dir=str(run), seed=self.seed,
+                             **{k: v for k, v in schedule.items() if v is not None}),
                 AEModelSpec(encoder=encoder, preset="small-cpu" if encoder == "vlm" else "pixel-small-cpu",
                             init=str(init) if init is not None else None, stride=stride),
                 backbone_path=str(self.vlm) if encoder == "vlm" else None)
@@ -100,16 +100,16 @@ class Experiment:
         """VGT-AR on `ae`'s latents with the same LLM init, data order, steps and seed for every variant; returns
         the run folder (the pipeline is RUN/model). `save_every` keeps every intermediate checkpoint."""
         from vgt.ar.training import ARStageConfig, train_generator
-        from vgt.train.config import preset
+        from vgt.presets import train_preset
 
         run = self.work / name
         if not (run / "model" / "model_index.json").is_file():
             keep = {"save_every": save_every, "keep_last": self.ar_steps // save_every + 1} if save_every else {}
             train_generator(
                 ARStageConfig(backbone_path=str(self.vlm), ae=str(ae), data=(f"latents:{cache}",)),
-                preset("ar-cpu", run_dir=str(run), steps=self.ar_steps, batch_size=self.ar_batch_size, lr=self.ar_lr,
-                       min_lr=self.ar_lr / 10, precision=self.ar_precision, ema_decay=self.ar_ema_decay,
-                       ema_start=self.ar_ema_start, seed=self.seed, **keep))
+                train_preset("ar-cpu", run_dir=str(run), steps=self.ar_steps, batch_size=self.ar_batch_size,
+                             lr=self.ar_lr, min_lr=self.ar_lr / 10, precision=self.ar_precision,
+                             ema_decay=self.ar_ema_decay, ema_start=self.ar_ema_start, seed=self.seed, **keep))
         return run
 
     def recon_psnr(self, name: str, ae: Path, num_images: int) -> float:

@@ -21,11 +21,11 @@ import time
 import torch
 from speed_common import flop_counter, matmul_peak
 
-from vgt.ae.config import ae_preset
 from vgt.ae.model import VGTAutoencoder
 from vgt.ar.training import build_generator
 from vgt.data.shapes_world import ShapesWorld
-from vgt.vlm.model import SMALL_VLM_PRESETS, build_small_vlm
+from vgt.presets import SMALL_VLM_PRESETS, ae_preset
+from vgt.vlm.model import build_small_vlm
 
 
 def main() -> None:

@@ -70,7 +70,8 @@ def quick_run(tmp_path_factory):
     """The quick ShapesWorld recipe (every stage for tens of steps, ~1 minute), run once per test session on one
     thread: on a machine shared with other jobs, PyTorch's thread pool slows such tiny models down many times over.
     Yields (OUT, the state of OUT/recipe.json)."""
-    from vgt.recipe import recipe_preset, run_recipe
+    from vgt.presets import recipe_preset
+    from vgt.recipe import run_recipe
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

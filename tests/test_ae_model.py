@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from vgt.ae.bottleneck import add_latent_noise, normalize_latents
-from vgt.ae.config import AEConfig, ae_preset
+from vgt.ae.config import AEConfig
 from vgt.ae.model import VGTAutoencoder
+from vgt.presets import ae_preset
 from vgt.testing import TINY_DCAE, tiny_ae, tiny_internvl_backbone
 from vgt.testing import random_images as images
 

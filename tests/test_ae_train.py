@@ -5,12 +5,12 @@ import copy
 import pytest
 import torch
 
-from vgt.ae.config import ae_preset, stage_preset
 from vgt.ae.discriminator import DiscriminatorConfig
 from vgt.ae.losses import hinge_discriminator_loss
 from vgt.ae.model import VGTAutoencoder
 from vgt.ae.trainer import AETrainingModule, ae_loss_fn, export_autoencoder
 from vgt.ae.understanding import backbone_with_tuned_vision
+from vgt.presets import ae_preset, ae_stage_preset
 from vgt.testing import TINY_DCAE, tiny_internvl_backbone
 from vgt.testing import random_images as images
 
@@ -26,9 +26,10 @@ def backbone():
 
 def make_module(backbone, stage="cpu-stage1", **stage_overrides) -> AETrainingModule:
     torch.manual_seed(0)
-    ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", latent_channels=8, dcae=TINY_DCAE))
-    return AETrainingModule(ae, stage_preset(stage, image_size=32, **stage_overrides), teacher=backbone.vision,
-                            discriminator=SMALL_DISC)
+    stage = ae_stage_preset(stage, image_size=32, **stage_overrides)
+    ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", latent_channels=8, dcae=TINY_DCAE,
+                                                          **stage.model_settings()))
+    return AETrainingModule(ae, stage, teacher=backbone.vision, discriminator=SMALL_DISC)
 
 
 def test_distillation_loss_is_zero_at_init(backbone):
@@ -87,13 +88,31 @@ def test_gan_gradients_reach_each_player_only_through_its_own_loss(backbone):
 
 
 def test_pixel_baseline_rejects_vlm_losses():
+    stage = ae_stage_preset("cpu-stage2", distill_weight=0.0)
     ae = VGTAutoencoder.from_backbone(None, ae_preset("pixel-small-cpu", stride=8, latent_channels=8,
-                                                      dcae=TINY_DCAE))
+                                                      dcae=TINY_DCAE, **stage.model_settings()))
     with pytest.raises(ValueError, match="pixel losses only"):
-        AETrainingModule(ae, stage_preset("cpu-stage1"))
-    module = AETrainingModule(ae, stage_preset("cpu-stage2", distill_weight=0.0))
+        AETrainingModule(ae, ae_stage_preset("cpu-stage1"))
+    module = AETrainingModule(ae, stage)
     loss, metrics = module(images(), step=0)
     assert set(metrics) == {"rec_mse", "psnr"} and torch.isfinite(loss)
+
+
+def test_the_stage_settings_are_built_into_the_model_never_written_into_its_config(backbone, tmp_path):
+    from vgt.ae.trainer import AEModelSpec, build_autoencoder
+
+    stage = ae_stage_preset("cpu-stage2", image_size=32)
+    ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", latent_channels=8, dcae=TINY_DCAE))
+    before = ae.config.to_dict()
+    with pytest.raises(ValueError, match="not built for this stage.*channel_norm False vs True"):
+        AETrainingModule(ae, stage, teacher=backbone.vision)
+    assert ae.config.to_dict() == before
+    ae.save_pretrained(tmp_path / "stage1")
+    continued = build_autoencoder(AEModelSpec(init=str(tmp_path / "stage1")), stage, backbone, None)
+    assert (continued.config.channel_norm, continued.config.image_size) == (True, 32)
+    assert all(torch.equal(v, ae.state_dict()[k]) for k, v in continued.state_dict().items())
+    AETrainingModule(continued, stage, teacher=backbone.vision)
+    assert (continued.config.channel_norm, continued.config.image_size) == (True, 32)
 
 
 def test_understanding_path_reuses_the_tuned_tower(backbone):
@@ -122,10 +141,11 @@ def test_understanding_path_reuses_the_tuned_tower(backbone):
 
 def test_tiny_overfit_through_the_engine(backbone, tmp_path):
     from vgt.data.readers import ShapesSource
-    from vgt.train import preset, read_metrics, train
+    from vgt.presets import train_preset
+    from vgt.train import read_metrics, train
 
     module = make_module(backbone, gan_weight=0.1, gan_start=15)
-    cfg = preset("toy", run_dir=str(tmp_path / "run"), steps=30, batch_size=4, lr=2e-3, min_lr=2e-3,
+    cfg = train_preset("toy", run_dir=str(tmp_path / "run"), steps=30, batch_size=4, lr=2e-3, min_lr=2e-3,
                  warmup_steps=0, log_every=5, save_every=30, lr_multipliers=module.lr_multipliers(2e-3))
     result = train(module, ae_loss_fn, ShapesSource(32), cfg, find_unused_parameters=True)
     rows = [r for r in read_metrics(tmp_path / "run") if "rec_mse" in r]

@@ -153,11 +153,17 @@ def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys)
 
     model = tmp_path / "model"
     shutil.copytree(model_dir, model)
+    saved = json.loads((model / "generator" / "config.json").read_text())
     assert main(["sampling-defaults", "--model", str(model), "--guidance-scale", "2.5", "--sampler", "heun",
                  "--num-inference-steps", "7", "--temperature", "0.8"]) == 0
     assert json.loads(capsys.readouterr().out)["guidance_scale"] == 2.5
+    written = json.loads((model / "generator" / "config.json").read_text())
+    assert written["_class_name"] == saved["_class_name"] == "VGTForGeneration" and "_diffusers_version" in written
+    assert {k: v for k, v in written.items() if k != "sampling"} == {k: v for k, v in saved.items() if k != "sampling"}
     sampling = VGTPipeline.from_pretrained(model).generator.config.sampling
     assert (sampling.guidance_scale, sampling.sampler, sampling.num_inference_steps, sampling.temperature) == (
         2.5, "heun", 7, 0.8)
+    assert sorted(p.name for p in (model / "generator").iterdir()) == sorted(
+        p.name for p in (model_dir / "generator").iterdir())  # nothing half-written left beside it
     with pytest.raises(SystemExit):  # argparse: "argument --num-inference-steps: must be >= 1, got 0"
         main(["sampling-defaults", "--model", str(model), "--num-inference-steps", "0"])

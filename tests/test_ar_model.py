@@ -357,7 +357,7 @@ def test_other_backbones_and_attention_kernels(kind):
 
 
 def test_presets_and_config_round_trip(tmp_path):
-    from vgt.ar.config import AR_PRESETS, ar_preset
+    from vgt.presets import AR_PRESETS, ar_preset
 
     for name in AR_PRESETS:
         config = ar_preset(name, hidden_size=64)

@@ -67,9 +67,9 @@ def test_damaged_cache_shard_is_skipped(tmp_path):
 
 
 def test_cache_latents_command_with_a_saved_autoencoder(tmp_path):
-    from vgt.ae.config import ae_preset
     from vgt.ae.model import VGTAutoencoder
     from vgt.cli import main
+    from vgt.presets import ae_preset
     from vgt.testing import TINY_DCAE
 
     with torch.random.fork_rng(devices=[]):

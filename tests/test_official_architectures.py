@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import InternVLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration
 
-from vgt.ae.dcae import DCAE_F32C32_SANA_1_1, build_dcae_decoder
+from vgt.ae.dcae import build_dcae_decoder
 from vgt.backbones.internvl import InternVLBackbone
 from vgt.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
 from vgt.official import ConversionError, ConversionReport
@@ -20,6 +20,7 @@ from vgt.official.architectures import (
     official_ar_shapes,
 )
 from vgt.official.rules import apply_rules
+from vgt.presets import DCAE_F32C32_SANA_1_1
 from vgt.vlm.model import build_word_tokenizer
 
 #: (LLM width, converted layers, k/v width, vocab, AE width) per release (docs/official.md)

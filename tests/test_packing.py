@@ -1,4 +1,4 @@
-"""Packing a trained pipeline into the package (`vgt recipe pack`, `vgt.pretrained.pack_pipeline`) and the
+"""Packing a trained pipeline into the package (`vgt recipe pack`, `vgt.packing.pack_pipeline`) and the
 default-model lookup ($VGT_MODEL, else the packed model), on the quick recipe's pipeline (`quick_run`)."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ import torch
 from vgt import VGTPipeline
 from vgt.cli import main
 from vgt.data.shapes import GENEVAL_TAGS
-from vgt.pretrained import DEFAULT_MODEL_ENV, PACK_REPORT, default_model_dir, pack_pipeline, resolve_model_dir
+from vgt.packing import PACK_REPORT, pack_pipeline
+from vgt.pretrained import DEFAULT_MODEL_ENV, default_model_dir, resolve_model_dir
 
 
 def test_pack_stores_float16_and_loads_back(quick_run, tmp_path):

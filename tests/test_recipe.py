@@ -15,7 +15,8 @@ from vgt import VGTPipeline
 from vgt.cli import build_parser, main
 from vgt.data.shapes import GENEVAL_TAGS
 from vgt.eval.benchmark import TUNE_SEED_OFFSET, evaluate_pipeline, shapes_eval_subset
-from vgt.recipe import STAGES, build_stages, recipe_preset, run_recipe
+from vgt.presets import recipe_preset
+from vgt.recipe import STAGES, build_stages, run_recipe
 
 
 def test_quick_recipe_runs_every_stage_and_losses_fall(quick_run):

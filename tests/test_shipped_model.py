@@ -9,8 +9,9 @@ from PIL import Image
 
 from vgt.ae.model import VGTAutoencoder
 from vgt.cli import main
+from vgt.packing import MAX_PACKED_BYTES, PACK_REPORT
 from vgt.pipeline import AE_DIR
-from vgt.pretrained import DEFAULT_MODEL_ENV, MAX_PACKED_BYTES, PACK_REPORT, PIPELINE_FILE, shipped_model_dir
+from vgt.pretrained import DEFAULT_MODEL_ENV, PIPELINE_FILE, shipped_model_dir
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -13,10 +13,9 @@ from vgt.cli import main
 from vgt.data.shapes import vocabulary_words
 from vgt.data.shapes_world import ShapesWorld
 from vgt.images import to_tensor
-from vgt.train import preset
+from vgt.presets import SMALL_VLM_PRESETS, train_preset
 from vgt.vlm.model import (
     CHAT_TEMPLATE,
-    SMALL_VLM_PRESETS,
     SmallVLMBackbone,
     build_small_vlm,
     shapes_tokenizer,
@@ -170,7 +169,7 @@ def test_understanding_needs_an_internvl_backbone():
 
 
 def test_quick_pretraining_loss_falls_and_exports(tmp_path):
-    cfg = preset("vlm-toy", steps=16, run_dir=str(tmp_path / "run"), save_every=16)
+    cfg = train_preset("vlm-toy", steps=16, run_dir=str(tmp_path / "run"), save_every=16)
     result = train_small_vlm("toy", cfg, eval_images=0)
     losses = [json.loads(line)["loss"] for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()
               if "loss" in json.loads(line)]

@@ -82,7 +82,8 @@ def test_config_validation_and_batch_split():
 def test_cli_flags_override_the_named_preset_which_overrides_the_defaults():
     import argparse
 
-    from vgt.train import TRAIN_PRESETS, TrainConfig, add_train_args, config_from_args
+    from vgt.presets import TRAIN_PRESETS
+    from vgt.train import TrainConfig, add_train_args, config_from_args
 
     parser = argparse.ArgumentParser()
     add_train_args(parser, default_preset="ae-stage1")
@@ -96,3 +97,39 @@ def test_cli_flags_override_the_named_preset_which_overrides_the_defaults():
     assert named == TrainConfig(**{**TRAIN_PRESETS["ar-cpu"].to_dict(), "steps": 7, "run_dir": "r"})
     with pytest.raises(SystemExit):
         parser.parse_args(["--run-dir", "r", "--lr-mult", "encoder"])
+
+
+def test_an_unknown_preset_is_a_one_line_error_naming_the_choices(tmp_path, capsys):
+    from vgt.cli import run
+
+    assert run(["train", "toy", "--preset", "huge", "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown training preset 'huge'; choose one of toy, vlm-small" in err and "Traceback" not in err
+    assert not (tmp_path / "run").exists()
+    assert run(["recipe", "shapes", "--preset", "huge", "--out", str(tmp_path / "recipe")]) == 2
+    assert "unknown recipe preset 'huge'; choose one of full, quick" in capsys.readouterr().err
+
+
+def test_the_cli_offers_exactly_the_named_presets():
+    """`vgt --help` stays fast by not importing the registries (torch); its choices must still be their names."""
+    import argparse
+
+    from vgt.cli import build_parser
+    from vgt.presets import AR_PRESETS, DCAE_PRESETS, SMALL_VLM_PRESETS
+
+    def choices(path: str, dest: str) -> list:
+        parser = build_parser()
+        for word in path.split():
+            parser = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[word]
+        return sorted(next(a for a in parser._actions if a.dest == dest).choices)
+
+    assert choices("train vlm", "vlm_preset") == sorted(SMALL_VLM_PRESETS)
+    assert choices("train ae", "dcae_preset") == sorted(DCAE_PRESETS)
+    assert choices("train ar", "model_preset") == sorted(AR_PRESETS)
+
+
+def test_the_registries_that_name_other_presets_name_existing_ones():
+    from vgt.presets import AE_PRESETS, AE_SCALE_PRESETS, AR_PRESETS, AR_TRAIN_PRESETS, TRAIN_PRESETS
+
+    assert sorted(AR_TRAIN_PRESETS) == sorted(AR_PRESETS) and set(AR_TRAIN_PRESETS.values()) <= set(TRAIN_PRESETS)
+    assert set(AE_SCALE_PRESETS.values()) == set(AE_PRESETS)

@@ -7,13 +7,12 @@ from collections.abc import Sequence
 
 import torch
 
-from vgt.ae.config import ae_preset
-from vgt.ae.dcae import DCAE_SMALL_CPU
 from vgt.ae.model import VGTAutoencoder
 from vgt.ar.config import ARConfig, FlowHeadConfig, SamplingConfig
 from vgt.ar.model import VGTForGeneration
 from vgt.backbones.base import Backbone
 from vgt.pipeline import VGTPipeline
+from vgt.presets import DCAE_SMALL_CPU, ae_preset
 from vgt.vlm.model import tiny_internvl_backbone, tiny_qwen2_5_vl_backbone
 
 __all__ = ["TINY_CAPTIONS", "TINY_DCAE", "fill_zero_parameters", "random_images", "tiny_ae", "tiny_generator",

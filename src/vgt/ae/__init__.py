@@ -2,10 +2,10 @@
 its two training stages, reconstruction metrics, and the pixel-VAE baseline."""
 
 from vgt.ae.bottleneck import normalize_latents
-from vgt.ae.config import AEConfig, AEStageConfig, ae_preset, stage_preset
+from vgt.ae.config import AEConfig, AEStageConfig
 from vgt.ae.model import AEDecoderOutput, AEEncoderOutput, AEOutput, VGTAutoencoder
 
 __all__ = [
-    "AEConfig", "AEDecoderOutput", "AEEncoderOutput", "AEOutput", "AEStageConfig", "VGTAutoencoder", "ae_preset",
-    "normalize_latents", "stage_preset",
+    "AEConfig", "AEDecoderOutput", "AEEncoderOutput", "AEOutput", "AEStageConfig", "VGTAutoencoder",
+    "normalize_latents",
 ]

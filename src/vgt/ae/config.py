@@ -1,13 +1,11 @@
 """VGT-AE configuration: the model (`AEConfig`, stored in an exported model's config.json) and the training
-stage (`AEStageConfig`: loss weights, regularisers, encoder freezing), each with named presets."""
+stage (`AEStageConfig`: loss weights, regularisers, encoder freezing). Named presets: `vgt.presets`."""
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
-
-from vgt.ae.dcae import DCAE_F32C32_SANA_1_1, DCAE_SMALL_CPU
 
 ENCODERS = ("vlm", "pixel")
 #: config keys of older exports: the training-only `noise_gamma` (now an argument of `VGTAutoencoder.forward`) and
@@ -37,8 +35,9 @@ class AEConfig:
     projector_width: int | None = None
     #: per-token channel LayerNorm on the latents (stage 2 and later)
     channel_norm: bool = False
-    #: `AutoencoderDC` config (diffusers keys) of the pixel decoder (and of the pixel baseline's encoder)
-    dcae: dict[str, Any] = field(default_factory=lambda: dict(DCAE_SMALL_CPU))
+    #: `AutoencoderDC` config (diffusers keys) of the pixel decoder (and of the pixel baseline's encoder); missing
+    #: keys take AutoencoderDC's defaults. Named sizes: `vgt.presets.DCAE_PRESETS`
+    dcae: dict[str, Any] = field(default_factory=dict)
     #: square resolution the model was trained at (the default size for evaluation); any multiple of the stride works
     image_size: int | None = None
 
@@ -69,25 +68,6 @@ class AEConfig:
         if unknown:
             raise ValueError(f"unknown VGT-AE config keys {unknown}; valid keys: {sorted(known)}")
         return cls(**values)
-
-
-AE_PRESETS: dict[str, dict[str, Any]] = {
-    # Authors' full scale: InternVL3 (or Qwen2.5-VL) vision path (stride 28) + DC-AE f32c32 (SANA 1.1) decoder.
-    "internvl3-f32c32": dict(encoder="vlm", dcae=DCAE_F32C32_SANA_1_1),
-    # The baseline of the convergence comparison: DC-AE f32c32 encoder+decoder on the same 28-px latent grid.
-    "pixel-f32c32": dict(encoder="pixel", stride=28, dcae=DCAE_F32C32_SANA_1_1),
-    # CPU scale: the small VLM's vision path + a ~1.5M-parameter DC-AE decoder.
-    "small-cpu": dict(encoder="vlm", dcae=DCAE_SMALL_CPU),
-    "pixel-small-cpu": dict(encoder="pixel", dcae=DCAE_SMALL_CPU),
-}
-
-
-def ae_preset(name: str, **overrides: Any) -> AEConfig:
-    if name not in AE_PRESETS:
-        raise ValueError(f"unknown VGT-AE preset {name!r}; choose one of {', '.join(AE_PRESETS)}")
-    values = {**AE_PRESETS[name], **overrides}
-    values["dcae"] = dict(values["dcae"])
-    return AEConfig(**values)
 
 
 PERCEPTUAL_NETWORKS = ("none", "vision")
@@ -130,25 +110,10 @@ class AEStageConfig:
         if problems:
             raise ValueError("invalid VGT-AE stage config: " + "; ".join(problems))
 
+    def model_settings(self) -> dict[str, Any]:
+        """The `AEConfig` fields this stage fixes: the model it trains is built with them (and its export records
+        them)."""
+        return {"channel_norm": self.channel_norm, "image_size": self.image_size}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
-
-
-STAGE_PRESETS: dict[str, dict[str, Any]] = {
-    # Released config, stage 1: GAN from 30k steps; stage 2: channel LN + noise 0.1, distill 0.1, GAN from 10k.
-    "full-stage1": dict(stage=1, distill_weight=1.0, gan_weight=0.1, gan_start=30_000, image_size=448),
-    "full-stage2": dict(
-        stage=2, channel_norm=True, noise_gamma=0.1, distill_weight=0.1, gan_weight=0.1, gan_start=10_000,
-        image_size=448,
-    ),
-    # CPU scale: no GAN by default (too few steps for it to help), same regularisers.
-    "cpu-stage1": dict(stage=1, distill_weight=1.0, gan_weight=0.0, image_size=128, discriminator_lr=2e-4),
-    "cpu-stage2": dict(stage=2, channel_norm=True, noise_gamma=0.1, distill_weight=0.1, gan_weight=0.0,
-                       image_size=128, discriminator_lr=2e-4),
-}
-
-
-def stage_preset(name: str, **overrides: Any) -> AEStageConfig:
-    if name not in STAGE_PRESETS:
-        raise ValueError(f"unknown VGT-AE stage preset {name!r}; choose one of {', '.join(STAGE_PRESETS)}")
-    return AEStageConfig(**{**STAGE_PRESETS[name], **overrides})

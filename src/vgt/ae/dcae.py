@@ -1,8 +1,8 @@
 """DC-AE (diffusers `AutoencoderDC`) parts, built from an `AutoencoderDC` config dict.
 
 VGT-AE keeps only DC-AE's decoder (and the pixel-VAE baseline also its encoder). Configs use `AutoencoderDC`'s own
-keys, so a pretrained DC-AE folder's config.json can be used as is; `load_dcae_part` copies the weights of the
-decoder or encoder out of such a folder.
+keys, so a pretrained DC-AE folder's config.json can be used as is (named sizes: `vgt.presets.DCAE_PRESETS`);
+`load_dcae_part` copies the weights of the decoder or encoder out of such a folder.
 """
 
 from __future__ import annotations
@@ -15,48 +15,6 @@ import torch
 from diffusers import AutoencoderDC
 from diffusers.models.autoencoders.autoencoder_dc import DCDownBlock2d, DCUpBlock2d, Decoder, Encoder
 from torch import nn
-
-# DC-AE f32c32 as used by SANA 1.1 ("dc-ae-f32c32-sana-1.1"): ~159M decoder parameters, stride 32.
-DCAE_F32C32_SANA_1_1: dict[str, Any] = {
-    "in_channels": 3,
-    "latent_channels": 32,
-    "attention_head_dim": 32,
-    "encoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
-    "decoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
-    "encoder_block_out_channels": [128, 256, 512, 512, 1024, 1024],
-    "decoder_block_out_channels": [128, 256, 512, 512, 1024, 1024],
-    "encoder_layers_per_block": [2, 2, 2, 3, 3, 3],
-    "decoder_layers_per_block": [3, 3, 3, 3, 3, 3],
-    "encoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
-    "decoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
-    "upsample_block_type": "interpolate",
-    "downsample_block_type": "Conv",
-    "decoder_norm_types": "rms_norm",
-    "decoder_act_fns": "silu",
-    "scaling_factor": 0.41407,
-}
-
-# A CPU-sized DC-AE with the same block types, stride 16 (5 levels): thin at full resolution (where CPU time goes),
-# wider and deeper at the latent resolutions; ~3.5M decoder parameters.
-DCAE_SMALL_CPU: dict[str, Any] = {
-    "in_channels": 3,
-    "latent_channels": 32,
-    "attention_head_dim": 16,
-    "encoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 2,
-    "decoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 2,
-    "encoder_block_out_channels": [16, 32, 64, 128, 256],
-    "decoder_block_out_channels": [16, 32, 64, 128, 256],
-    "encoder_layers_per_block": [1, 1, 1, 2, 2],
-    "decoder_layers_per_block": [1, 1, 1, 2, 2],
-    "encoder_qkv_multiscales": [[], [], [], [5], [5]],
-    "decoder_qkv_multiscales": [[], [], [], [5], [5]],
-    "upsample_block_type": "interpolate",
-    "downsample_block_type": "Conv",
-    "decoder_norm_types": "rms_norm",
-    "decoder_act_fns": "silu",
-}
-
-DCAE_PRESETS: dict[str, dict[str, Any]] = {"f32c32-sana-1.1": DCAE_F32C32_SANA_1_1, "small-cpu": DCAE_SMALL_CPU}
 
 
 def _full_config(config: dict[str, Any]) -> dict[str, Any]:

@@ -178,11 +178,12 @@ class VGTAutoencoder(ModelMixin, ConfigMixin):
     def from_pretrained(cls, directory: str | Path, subfolder: str | None = None,
                         torch_dtype: torch.dtype | None = None,
                         backbone: Backbone | None = None, backbone_path: str | Path | None = None,
-                        **kwargs: Any) -> VGTAutoencoder:
+                        config_changes: dict[str, Any] | None = None, **kwargs: Any) -> VGTAutoencoder:
         """Load an exported model (a local folder or a Hub repository id, with `subfolder` e.g. "ae"), strictly:
         any missing, unexpected or mis-shaped weight is an error. Models exported by older vgt versions, whose
         config points at their VLM instead of describing the vision path, take it from `backbone` (the loaded
-        VLM), `backbone_path`, or the recorded VLM folder."""
+        VLM), `backbone_path`, or the recorded VLM folder. `config_changes` sets `AEConfig` fields that do not
+        shape the weights (a training stage's `channel_norm`, `image_size`) before the model is built."""
         from vgt.loading import check_loading_kwargs
 
         check_loading_kwargs(kwargs, "a VGT-AE")
@@ -190,7 +191,7 @@ class VGTAutoencoder(ModelMixin, ConfigMixin):
         values = read_component_config(folder, "VGT-AE", "`vgt train ae` or VGTAutoencoder.save_pretrained")
         if values.get("encoder", "vlm") == "vlm" and values.get("vision") is None:
             values = {**values, "vision": legacy_vision_spec(folder, values, backbone, backbone_path)}
-        config = AEConfig.from_dict(values)
+        config = dataclasses.replace(AEConfig.from_dict(values), **(config_changes or {}))
         return load_component(lambda: cls(config), folder, torch_dtype)
 
     @classmethod

@@ -70,12 +70,20 @@ class AETrainingModule(nn.Module):
         super().__init__()
         self.ae = ae
         self.stage = stage
-        ae.config.channel_norm = stage.channel_norm
-        ae.config.image_size = stage.image_size
         is_vlm = ae.config.encoder == "vlm"
         if not is_vlm and (stage.distill_weight > 0 or stage.perceptual == "vision"):
             raise ValueError("the pixel-VAE baseline trains on pixel losses only: set distill_weight 0 and "
                              "perceptual 'none'")
+        differing = {k: (getattr(ae.config, k), v) for k, v in stage.model_settings().items()
+                     if getattr(ae.config, k) != v}
+        if differing:
+            raise ValueError(
+                "the autoencoder was not built for this stage (model config vs stage: "
+                + ", ".join(f"{k} {a!r} vs {b!r}" for k, (a, b) in differing.items())
+                + "); build it with the stage's settings: build_autoencoder(spec, stage, ...), or "
+                "ae_preset(name, **stage.model_settings()) / VGTAutoencoder.from_pretrained(dir, "
+                "config_changes=stage.model_settings())"
+            )
         needs_teacher = is_vlm and (stage.distill_weight > 0 or stage.perceptual == "vision")
         if needs_teacher and teacher is None:
             raise ValueError("self-distillation and the 'vision' perceptual loss need the original vision path "
@@ -150,9 +158,6 @@ def export_autoencoder(module: AETrainingModule, checkpoint: str | Path, out_dir
 
 # ---------------------------------------------------------------------------------------------- the stage
 
-#: the model-size preset (`vgt.ae.config.AE_PRESETS`) of a fresh VGT-AE, per scale and encoder
-AE_SCALE_PRESETS = {("cpu", "vlm"): "small-cpu", ("cpu", "pixel"): "pixel-small-cpu",
-                    ("full", "vlm"): "internvl3-f32c32", ("full", "pixel"): "pixel-f32c32"}
 #: world seed of held-out ShapesWorld images (training streams use world seed 0)
 HELDOUT_WORLD_SEED = 7_000_001
 
@@ -160,14 +165,14 @@ HELDOUT_WORLD_SEED = 7_000_001
 @dataclass(frozen=True)
 class AEModelSpec:
     """Which VGT-AE a stage trains: an exported one to continue (`init`, stage 2), or a fresh one of the
-    model-size preset `preset` with these changes."""
+    model-size preset `preset` (`vgt.presets.AE_PRESETS`) with these changes."""
 
     encoder: str = "vlm"
     preset: str = "small-cpu"
     init: str | None = None
     #: a pretrained DC-AE folder (diffusers AutoencoderDC) to start the decoder from
     dcae_path: str | None = None
-    #: decoder architecture (`vgt.ae.dcae.DCAE_PRESETS`) instead of the preset's
+    #: decoder architecture (`vgt.presets.DCAE_PRESETS`) instead of the preset's
     dcae_preset: str | None = None
     latent_channels: int | None = None
     #: pixel encoder: pixels per latent (default: the VLM's stride)
@@ -178,11 +183,11 @@ class AEModelSpec:
 def ae_stage_config(stage: int, scale: str = "cpu", encoder: str = "vlm", **changes) -> AEStageConfig:
     """The stage preset `{scale}-stage{stage}` with `changes`; a pixel-encoder AE trains on pixel losses only
     (no self-distillation, no perceptual loss) unless `changes` say otherwise."""
-    from vgt.ae.config import stage_preset
+    from vgt.presets import ae_stage_preset
 
     if encoder == "pixel":
         changes = {"distill_weight": 0.0, "perceptual": "none", **changes}
-    return stage_preset(f"{scale}-stage{stage}", **changes)
+    return ae_stage_preset(f"{scale}-stage{stage}", **changes)
 
 
 def heldout_images(data: Sequence[str] | None, size: int, num: int, seed: int) -> torch.Tensor:
@@ -216,14 +221,14 @@ class ReconstructionHook:
 
 def build_autoencoder(spec: AEModelSpec, stage: AEStageConfig, backbone, backbone_path: str | None
                       ) -> VGTAutoencoder:
-    """The VGT-AE a stage starts from (see `AEModelSpec`)."""
-    from vgt.ae.config import ae_preset
-    from vgt.ae.dcae import DCAE_PRESETS
+    """The VGT-AE a stage starts from (see `AEModelSpec`), built with the stage's settings
+    (`AEStageConfig.model_settings`)."""
+    from vgt.presets import DCAE_PRESETS, ae_preset
 
     if spec.init:
         if spec.dcae_path or spec.dcae_preset:
             raise ValueError("--init continues an existing VGT-AE; --dcae/--dcae-preset apply to a fresh one")
-        ae = VGTAutoencoder.from_pretrained(spec.init, backbone=backbone)
+        ae = VGTAutoencoder.from_pretrained(spec.init, backbone=backbone, config_changes=stage.model_settings())
         if ae.config.encoder != spec.encoder:
             raise ValueError(f"--init {spec.init} holds a {ae.config.encoder!r}-encoder VGT-AE, not --encoder "
                              f"{spec.encoder}")
@@ -239,7 +244,7 @@ def build_autoencoder(spec: AEModelSpec, stage: AEStageConfig, backbone, backbon
         stride = spec.stride or (backbone.vision.stride if backbone is not None else None)
         if stride:
             overrides["stride"] = stride
-    config = ae_preset(spec.preset, **overrides)
+    config = ae_preset(spec.preset, **overrides, **stage.model_settings())
     return VGTAutoencoder.from_backbone(backbone if spec.encoder == "vlm" else None, config, dcae_path=spec.dcae_path)
 
 

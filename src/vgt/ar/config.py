@@ -104,8 +104,8 @@ class ARConfig:
             self.head = FlowHeadConfig(**self.head)
         if isinstance(self.sampling, dict):
             self.sampling = SamplingConfig(**self.sampling)
-        self.head.latent_channels = self.latent_channels
-        self.head.cond_dim = self.hidden_size
+        # a copy: the head config passed in (perhaps shared with another ARConfig) is left as it was
+        self.head = dataclasses.replace(self.head, latent_channels=self.latent_channels, cond_dim=self.hidden_size)
         if not math.isfinite(self.timestep_shift):
             raise ValueError(f"timestep_shift must be a finite number, got {self.timestep_shift}")
         if not 0.0 <= self.uncond_prob < 1.0:
@@ -139,28 +139,3 @@ class ARConfig:
     @classmethod
     def load(cls, path: str | Path) -> ARConfig:
         return cls.from_dict(read_json(path))
-
-
-def ar_preset(name: str, hidden_size: int, latent_channels: int = 32) -> ARConfig:
-    """Named generator architectures. `hidden_size` comes from the backbone.
-
-    - "cpu-small": a head small enough to train on a laptop CPU (ShapesWorld; the small VLM's 8x8 grid at 128 px,
-      grids up to 16x16).
-    - "vgt-0.6b" / "vgt-1.6b": the authors' head (width 1536, 12 blocks, ~150M parameters) on the
-      InternVL3-1B / InternVL3-2B class language models; the two differ only in the backbone.
-    """
-    if name == "cpu-small":
-        return ARConfig(
-            hidden_size=hidden_size,
-            latent_channels=latent_channels,
-            max_grid=16,
-            head=FlowHeadConfig(width=256, depth=4),
-            sampling=SamplingConfig(grid_size=8, num_inference_steps=20),
-        )
-    if name in ("vgt-0.6b", "vgt-1.6b"):
-        return ARConfig(hidden_size=hidden_size, latent_channels=latent_channels, max_grid=64,
-                        head=FlowHeadConfig(width=1536, depth=12))
-    raise ValueError(f"unknown VGT-AR preset {name!r}; choose one of {AR_PRESETS}")
-
-
-AR_PRESETS = ("cpu-small", "vgt-0.6b", "vgt-1.6b")

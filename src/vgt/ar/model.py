@@ -176,6 +176,17 @@ class VGTForGeneration(ModelMixin, ConfigMixin):
             save_file(self.generator_state(), str(staging / WEIGHTS_NAME), metadata={"format": "pt"})
 
     @classmethod
+    def write_config(cls, config: ARConfig, directory: str | Path) -> None:
+        """Replace the config.json of the generator folder `directory` with `config`, written as `save_pretrained`
+        writes it (diffusers' `_class_name`, `_diffusers_version`) and atomically; the weights stay as they are.
+        The model it serializes is built on the meta device, so no weights are allocated."""
+        from vgt.io import atomic_write_text
+
+        with torch.device("meta"):
+            model = cls(config)
+        atomic_write_text(Path(directory) / CONFIG_NAME, model.to_json_string())
+
+    @classmethod
     def from_config(cls, config: ARConfig | dict[str, Any] | None = None, **kwargs: Any) -> VGTForGeneration:
         """diffusers' `from_config`: a generator with fresh weights (no language model attached) from an `ARConfig`
         or a saved config dict, `kwargs` overriding its entries."""

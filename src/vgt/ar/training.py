@@ -14,11 +14,8 @@ from pathlib import Path
 
 import torch
 
-from vgt.ar.config import ar_preset
 from vgt.ar.model import VGTForGeneration
-
-#: the training schedule (`vgt.train.config.TRAIN_PRESETS`) of each generator size unless one is named
-DEFAULT_TRAIN_PRESET = {"cpu-small": "ar-cpu", "vgt-0.6b": "ar-pretrain", "vgt-1.6b": "ar-pretrain"}
+from vgt.presets import ar_preset
 
 
 class ARLoss:
@@ -95,7 +92,7 @@ class ARStageConfig:
     #: the exported VGT-AE folder (its RUN_DIR/model)
     ae: str
     backbone: str = "auto"
-    #: generator architecture (`vgt.ar.config.AR_PRESETS`)
+    #: generator architecture (`vgt.presets.AR_PRESETS`)
     model_preset: str = "cpu-small"
     #: data specs (`vgt.data.readers.parse_source`) and their mix weights
     data: tuple[str, ...] = ("shapes",)

@@ -101,18 +101,19 @@ def run_sampling_defaults(args: argparse.Namespace) -> int:
     import json
 
     from vgt.ar.config import ARConfig
+    from vgt.ar.model import VGTForGeneration
     from vgt.loading import CONFIG_NAME
     from vgt.pipeline import GENERATOR_DIR
     from vgt.pretrained import PIPELINE_FILE
 
     if not (Path(args.model) / PIPELINE_FILE).is_file():
         raise SystemExit(f"{args.model} is not a VGT pipeline folder (no {PIPELINE_FILE})")
-    path = Path(args.model) / GENERATOR_DIR / CONFIG_NAME
-    config = ARConfig.load(path)
+    folder = Path(args.model) / GENERATOR_DIR
+    config = ARConfig.load(folder / CONFIG_NAME)
     changes = {name: getattr(args, name) for name in (*SAMPLING_FLAGS, "grid_size") if getattr(args, name) is not None}
     if changes:
         config = dataclasses.replace(config, sampling=dataclasses.replace(config.sampling, **changes))
-        config.save(path)
+        VGTForGeneration.write_config(config, folder)
     print(json.dumps(dataclasses.asdict(config.sampling), indent=2))
     return 0
 

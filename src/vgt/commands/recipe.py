@@ -13,7 +13,7 @@ from vgt.argtypes import finite_float, non_negative_int, positive_int
 
 def _parse_override(text: str) -> tuple[str, object]:
     """FIELD=VALUE for a `RecipeConfig` field, VALUE parsed as JSON when it can be (numbers, null), else text."""
-    from vgt.recipe import RecipeConfig
+    from vgt.recipe_config import RecipeConfig
 
     name, sep, value = text.partition("=")
     fields = {f.name for f in dataclasses.fields(RecipeConfig)} - {"name"}
@@ -27,7 +27,8 @@ def _parse_override(text: str) -> tuple[str, object]:
 
 
 def run_recipe_shapes(args: argparse.Namespace) -> int:
-    from vgt.recipe import recipe_preset, run_recipe
+    from vgt.presets import recipe_preset
+    from vgt.recipe import run_recipe
 
     cfg = recipe_preset("quick" if args.quick else args.preset, **dict(args.set or []))
     state = run_recipe(cfg, args.out, stop_after=args.stop_after)
@@ -43,7 +44,8 @@ def run_recipe_shapes(args: argparse.Namespace) -> int:
 
 
 def run_recipe_pack(args: argparse.Namespace) -> int:
-    from vgt.pretrained import compare_pipelines, pack_pipeline, record_comparison, shipped_model_dir
+    from vgt.packing import compare_pipelines, pack_pipeline, record_comparison
+    from vgt.pretrained import shipped_model_dir
 
     out = Path(args.out) if args.out else shipped_model_dir()
     report = pack_pipeline(args.model, out, dtype=args.dtype, max_relative_error=args.max_relative_error,
@@ -64,7 +66,7 @@ def run_recipe_pack(args: argparse.Namespace) -> int:
 
 
 def add_commands(tree) -> None:
-    from vgt.recipe import RECIPES, STAGES
+    from vgt.recipe import STAGES
 
     tree.group("recipe", "End-to-end recipes: train every stage, ship the result.")
     p = tree.command("recipe shapes", run_recipe_shapes,
@@ -72,7 +74,7 @@ def add_commands(tree) -> None:
                      "Re-run the same command to resume: finished stages are skipped, the current one continues from "
                      "its last checkpoint.")
     p.add_argument("--out", required=True, help="run folder (one sub-folder per stage)")
-    p.add_argument("--preset", choices=sorted(RECIPES), default="full", help="recipe size")
+    p.add_argument("--preset", default="full", help="recipe size: a name in vgt.presets.RECIPES (full, quick)")
     p.add_argument("--quick", action="store_true", help="same as --preset quick: a few minutes, for CI")
     p.add_argument("--set", type=_parse_override, action="append", metavar="FIELD=VALUE",
                    help="override a preset field (repeatable), e.g. --set ar_steps=5000")

@@ -1,7 +1,7 @@
 """`vgt train vlm | ae | ar | toy`: each parses its flags into the stage's typed configs (`*_arguments`) and calls the
 library's stage function (`train_small_vlm`, `train_autoencoder`, `train_generator`, the engine for the toy).
 
-The shared training flags (`vgt.train.config.add_train_args`) pick a named schedule (`--preset`, default: the
+The shared training flags (`vgt.train.flags.add_train_args`) pick a named schedule (`--preset`, default: the
 stage's own) and change single values of it.
 """
 
@@ -21,7 +21,7 @@ AE_STAGE_FLAGS = ("noise_gamma", "distill_weight", "perceptual", "perceptual_wei
 
 def vlm_arguments(args: argparse.Namespace) -> dict:
     """`train_small_vlm`'s arguments from `vgt train vlm` flags."""
-    from vgt.train.config import config_from_args
+    from vgt.train.flags import config_from_args
 
     return dict(preset=args.vlm_preset, cfg=config_from_args(args, f"vlm-{args.vlm_preset}"),
                 eval_images=args.eval_images)
@@ -39,8 +39,9 @@ def run_train_vlm(args: argparse.Namespace) -> int:
 
 def ae_arguments(args: argparse.Namespace) -> dict:
     """`train_autoencoder`'s arguments from `vgt train ae` flags."""
-    from vgt.ae.trainer import AE_SCALE_PRESETS, AEModelSpec, ae_stage_config
-    from vgt.train.config import config_from_args
+    from vgt.ae.trainer import AEModelSpec, ae_stage_config
+    from vgt.presets import AE_SCALE_PRESETS
+    from vgt.train.flags import config_from_args
 
     overrides = {name: getattr(args, name) for name in AE_STAGE_FLAGS if getattr(args, name) is not None}
     if args.size is not None:
@@ -73,8 +74,9 @@ def run_train_ae(args: argparse.Namespace) -> int:
 
 def ar_arguments(args: argparse.Namespace) -> dict:
     """`train_generator`'s arguments from `vgt train ar` flags."""
-    from vgt.ar.training import DEFAULT_TRAIN_PRESET, ARStageConfig
-    from vgt.train.config import config_from_args
+    from vgt.ar.training import ARStageConfig
+    from vgt.presets import AR_TRAIN_PRESETS
+    from vgt.train.flags import config_from_args
 
     stage = ARStageConfig(
         backbone_path=args.backbone_path, ae=args.ae, backbone=args.backbone, model_preset=args.model_preset,
@@ -83,7 +85,7 @@ def ar_arguments(args: argparse.Namespace) -> dict:
         position_init=args.position_init, sampling_temperature=args.sampling_temperature,
         sample_prompts=tuple(args.sample_prompts or ()), eval_prompts=args.eval_prompts,
         eval_max_prompts=args.eval_max_prompts, eval_per_prompt=args.eval_per_prompt)
-    return dict(stage=stage, train_config=config_from_args(args, DEFAULT_TRAIN_PRESET[args.model_preset]))
+    return dict(stage=stage, train_config=config_from_args(args, AR_TRAIN_PRESETS[args.model_preset]))
 
 
 def run_train_ar(args: argparse.Namespace) -> int:
@@ -127,7 +129,7 @@ def _data_flags(p: argparse.ArgumentParser, kinds: str) -> None:
 
 
 def add_commands(tree) -> None:
-    from vgt.train.config import add_train_args
+    from vgt.train.flags import add_train_args
 
     tree.group("train", "Train a model (small VLM, VGT-AE, VGT-AR).")
     p = tree.command("train vlm", run_train_vlm, "Pretrain the small VLM for understanding on ShapesWorld (image -> "

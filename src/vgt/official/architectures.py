@@ -144,7 +144,6 @@ def random_release_pipeline(release: str, seed: int = 0):
     import torch
 
     from vgt.ae.config import AEConfig
-    from vgt.ae.dcae import DCAE_F32C32_SANA_1_1
     from vgt.ae.model import VGTAutoencoder
     from vgt.ar.config import ARConfig, FlowHeadConfig, SamplingConfig
     from vgt.ar.model import VGTForGeneration
@@ -152,6 +151,7 @@ def random_release_pipeline(release: str, seed: int = 0):
     from vgt.backbones.qwen2_5_vl import Qwen2_5_VLBackbone
     from vgt.official.convert import OFFICIAL_IMAGE_START, OFFICIAL_PROMPT_TEMPLATE, OFFICIAL_SAMPLING
     from vgt.pipeline import VGTPipeline
+    from vgt.presets import DCAE_F32C32_SANA_1_1
     from vgt.vlm.model import build_word_tokenizer
 
     qwen = release.startswith("qwen")

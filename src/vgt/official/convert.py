@@ -78,7 +78,7 @@ def load_base_vlm(vlm: str | Path, report: ConversionReport):
 
 def resolve_dcae_config(value: str | Path | None) -> dict:
     """A DC-AE (`AutoencoderDC`) config: a preset name, a config.json, or a folder holding one."""
-    from vgt.ae.dcae import DCAE_PRESETS
+    from vgt.presets import DCAE_PRESETS
 
     if value is None:
         value = "f32c32-sana-1.1"

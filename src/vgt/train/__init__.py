@@ -1,6 +1,6 @@
 """The training engine shared by every stage (small VLM, VGT-AE, VGT-AR). See docs/training.md.
 
-Names are imported on first use, so `vgt.train.config` (the CLI flags) loads without torch or accelerate and
+Names are imported on first use, so `vgt.train.flags` (the CLI flags) loads without torch or accelerate and
 `vgt --help` stays fast.
 """
 
@@ -11,10 +11,11 @@ import importlib
 _EXPORTS = {
     "vgt.train.checkpoint": ["latest_checkpoint", "list_checkpoints", "load_checkpoint_weights", "load_state_strict",
                              "load_weights"],
-    "vgt.train.config": ["TRAIN_PRESETS", "TrainConfig", "add_train_args", "config_from_args", "preset"],
+    "vgt.train.config": ["TrainConfig"],
     "vgt.train.ema": ["EMA"],
     "vgt.train.engine": ["Hook", "HookContext", "NonFiniteLossError", "StepContext", "Trainer", "TrainResult",
                          "train"],
+    "vgt.train.flags": ["add_train_args", "config_from_args"],
     "vgt.train.logging": ["read_metrics"],
     "vgt.train.optim": ["build_optimizer", "lr_at", "param_groups"],
 }

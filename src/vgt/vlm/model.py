@@ -182,15 +182,6 @@ class SmallVLMConfig:
         return asdict(self)
 
 
-SMALL_VLM_PRESETS: dict[str, SmallVLMConfig] = {
-    # the shipped small VLM: 128 px images, stride 16
-    "small": SmallVLMConfig(),
-    # a seconds-long CPU smoke test: 32 px images, stride 8
-    "toy": SmallVLMConfig(image_size=32, patch_size=4, vision_width=32, vision_layers=2, vision_heads=2,
-                          text_width=64, text_layers=2, text_heads=2, kv_heads=1),
-}
-
-
 def shapes_tokenizer() -> PreTrainedTokenizerFast:
     """The small VLM's tokenizer: every ShapesWorld word plus the chat and instruction words."""
     from vgt.data.shapes import vocabulary_words

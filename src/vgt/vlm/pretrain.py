@@ -3,14 +3,15 @@
 The run directory holds the engine's checkpoints and metrics (loss, token accuracy and, every `eval_every` steps,
 the held-out understanding accuracies: the training curve). At the end the evaluation weights (EMA when enabled)
 are exported as a standard HF folder loadable with `load_backbone("tiny", DIR)`. Its training schedules are
-`vlm-small` and `vlm-toy` in `vgt.train.config.TRAIN_PRESETS`.
+`vlm-small` and `vlm-toy` in `vgt.presets.TRAIN_PRESETS`.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from vgt.vlm.model import SMALL_VLM_PRESETS, build_small_vlm
+from vgt.presets import small_vlm_preset
+from vgt.vlm.model import build_small_vlm
 from vgt.vlm.understanding import METRIC_KEYS, CaptioningModel, caption_batch, evaluate_understanding
 
 #: world seed of the training stream (the held-out scenes use `understanding.EVAL_WORLD_SEED`)
@@ -38,9 +39,7 @@ def train_small_vlm(preset: str, cfg, out: str | Path | None = None, eval_images
 
     target = Path(out) if out is not None else Path(cfg.run_dir) / "model"
     check_replaceable(target, overwrite, holds(BACKBONE_FILE), protect=[Path(cfg.run_dir) / "checkpoints"])
-    if preset not in SMALL_VLM_PRESETS:
-        raise ValueError(f"unknown small-VLM preset {preset!r}; choose one of {', '.join(SMALL_VLM_PRESETS)}")
-    arch = SMALL_VLM_PRESETS[preset]
+    arch = small_vlm_preset(preset)
     backbone = build_small_vlm(arch, seed=cfg.seed)
     model = CaptioningModel(backbone)
     source = ShapesSource(arch.image_size, text="caption", world_seed=TRAIN_WORLD_SEED, tasks=("scene",))
