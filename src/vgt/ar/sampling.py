@@ -265,7 +265,8 @@ class GuidedVelocity:
     """The head's velocity v(x, t) for one token group, at the times of the sampler's grid. With guidance
     (`scale` not None) v = v_u + scale (v_c - v_u), conditional and unconditional rows in one head batch. What does
     not depend on the noisy token (W_out and the condition projection, the time embedding, every adaLN modulation)
-    is computed once for the group and the whole grid, so a head evaluation is only the token's own path."""
+    is computed once for the group (the modulations a chunk of grid times at a time, `FlowHead.step_modulations`),
+    so a head evaluation is only the token's own path."""
 
     def __init__(self, model: VGTForGeneration, states: torch.Tensor, times: Sequence[float], batch: int,
                  scale: float | None):
