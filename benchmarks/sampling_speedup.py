@@ -13,7 +13,7 @@ hits both alike, and each ratio is taken pair by pair (min and median reported).
    pair are compared (largest difference in [0, 1] and the share of 8-bit pixels that are equal).
 2. Throughput: --images per call at tokens_per_step 1 and 16, fp32. FLOPs are counted once per setting with
    `torch.utils.flop_counter` (matmuls, convolutions, attention); the fp32 matmul peak is sampled in the worker
-   right before each timed call, and each call's FLOP/s is divided by its own peak.
+   right before each timed call, and each call's FLOP/s is divided by its own peak (median, min-max over pairs).
 3. bf16 against fp32 weights (this checkout only) at 1, 4 and --images images per call.
 Time covers the whole pipeline call: prompt encoding, decoding with guidance, the VGT-AE decoder.
 """
@@ -146,7 +146,7 @@ def main() -> None:
 
         print(f"\n2. throughput, {args.images} images per call, fp32")
         print(f"   {'tokens/step':<12} {'version':<9} {'s/call':>7} {'images/s':>9} {'GFLOP/call':>11} "
-              f"{'GFLOP/s':>8} {'of fp32 peak':>13} {'speed-up':>9}")
+              f"{'GFLOP/s':>8} {'of fp32 peak (min-max)':>22} {'speed-up (min-max)':>18}")
         for k in (1, 16):
             flops = {n: w.run(dtype="fp32", images=args.images, k=k, seed=0, count_flops=True)["flops"]
                      for n, w in workers.items()}
@@ -156,12 +156,12 @@ def main() -> None:
                     timed[name].append(w.run(dtype="fp32", images=args.images, k=k, seed=0))
             for name in workers:
                 s = statistics.median(t["seconds"] for t in timed[name])
-                fraction = statistics.median(flops[name] / t["seconds"] / t["peak"] for t in timed[name])
-                ratio = statistics.median(b["seconds"] / c["seconds"]
-                                          for b, c in zip(timed["baseline"], timed["current"], strict=True))
+                fractions = [100 * flops[name] / t["seconds"] / t["peak"] for t in timed[name]]
+                fraction = f"{statistics.median(fractions):.1f}% ({min(fractions):.1f}-{max(fractions):.1f})"
+                ratios = [b["seconds"] / c["seconds"] for b, c in zip(timed["baseline"], timed["current"], strict=True)]
+                ratio = f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})"
                 print(f"   {k:<12} {name:<9} {s:7.2f} {args.images / s:9.2f} {flops[name] / 1e9:11.2f} "
-                      f"{flops[name] / s / 1e9:8.1f} {100 * fraction:12.1f}% "
-                      f"{f'{ratio:.2f}x' if name == 'current' else '':>9}")
+                      f"{flops[name] / s / 1e9:8.1f} {fraction:>19} {ratio if name == 'current' else '':>18}")
 
         print("\n3. bf16 vs fp32 weights (current), tokens_per_step 1")
         current = workers["current"]
@@ -171,8 +171,9 @@ def main() -> None:
                       current.run(dtype="bf16", images=images, k=1, seed=0)["seconds"])
                      for _ in range(args.throughput_rounds)]
             fp32, bf16 = statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)
+            ratios = [a / b for a, b in pairs]
             print(f"   {images:>2} images/call: fp32 {fp32:.2f} s, bf16 {bf16:.2f} s, bf16 speed-up "
-                  f"{statistics.median(a / b for a, b in pairs):.2f}x")
+                  f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}-{max(ratios):.2f})")
         for w in workers.values():
             w.close()
 

@@ -211,6 +211,24 @@ def test_guided_velocity_equals_the_plain_head(model, scale, sampler):
             assert torch.allclose(fast(x, t), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_step_modulations_in_chunks_equal_the_whole_grid(model):
+    """Computing the modulations a few steps at a time (large batches) gives those of the whole grid at once, in
+    any order of access."""
+    g = torch.Generator().manual_seed(0)
+    condition = model.image_out_projector(torch.randn(4, 3, model.config.hidden_size, generator=g))
+    times = head_times("heun", 5, 0.96)
+    with torch.no_grad():
+        whole = model.head.step_modulations(times, condition)
+        assert whole.chunk >= len(times)  # small batches: the whole grid at once
+        for max_rows in (1, 24, 30):  # 1 step, 2 steps, 2 steps of 12 rows per chunk
+            chunked = model.head.step_modulations(times, condition, max_rows=max_rows)
+            assert chunked.chunk == max(1, max_rows // 12)
+            for t in [*times, times[1], times[-1], times[0]]:
+                for a, b in zip(chunked[t], whole[t], strict=True):
+                    for x, y in zip(a, b, strict=True):
+                        assert (x is None and y is None) or torch.allclose(x, y, rtol=1e-6, atol=1e-7)
+
+
 def test_sde_sampler_follows_the_euler_maruyama_update():
     """The fused update x (1 - dt) + (1 + t) v dt + noise equals the textbook score/drift form."""
     velocity = gaussian_velocity(0.5, 2.0)

@@ -62,8 +62,10 @@ class ResBlock(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Linear(width, width))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 3 * width))
 
-    def modulation(self, y: torch.Tensor) -> Modulation:
-        shift, scale, gate = self.adaLN_modulation(y).chunk(3, dim=-1)
+    def modulation(self, activated: torch.Tensor) -> Modulation:
+        """From SiLU(y) (the first op of `adaLN_modulation`, computed once and shared by all layers)."""
+        linear = self.adaLN_modulation[1]
+        shift, scale, gate = F.linear(activated, linear.weight, linear.bias).chunk(3, dim=-1)
         return Modulation(shift, 1 + scale, gate)
 
     def forward(self, x: torch.Tensor, modulation: Modulation) -> torch.Tensor:
@@ -83,14 +85,21 @@ class FinalLayer(nn.Module):
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(width, 2 * width))
         self.linear = nn.Linear(width, out_channels)
 
-    def modulation(self, y: torch.Tensor) -> Modulation:
-        shift, scale = self.adaLN_modulation(y).chunk(2, dim=-1)
+    def modulation(self, activated: torch.Tensor) -> Modulation:
+        linear = self.adaLN_modulation[1]
+        shift, scale = F.linear(activated, linear.weight, linear.bias).chunk(2, dim=-1)
         return Modulation(shift, 1 + scale)
 
     def forward(self, x: torch.Tensor, modulation: Modulation) -> torch.Tensor:
         h = torch.addcmul(modulation.shift, F.layer_norm(x, self.norm_final.normalized_shape, eps=self.norm_final.eps),
                           modulation.scale)
         return F.linear(h, self.linear.weight, self.linear.bias)
+
+
+#: rows (steps x condition rows) of adaLN modulations `StepModulations` computes in one go: enough for matmuls near
+#: the peak, few enough that the five [rows, 3 W] results stay in cache (at 16 images x 16 tokens x 20 steps the
+#: whole grid at once is 140 MB, and writing it out cost more than the matmuls)
+STEP_MODULATION_ROWS = 1024
 
 
 class FlowHead(nn.Module):
@@ -122,18 +131,14 @@ class FlowHead(nn.Module):
 
     def modulations(self, y: torch.Tensor) -> list[Modulation]:
         """adaLN parameters of every block (and the final layer) for the conditioning y = time + condition."""
-        return [block.modulation(y) for block in self.res_blocks] + [self.final_layer.modulation(y)]
+        activated = F.silu(y)
+        return [block.modulation(activated) for block in self.res_blocks] + [self.final_layer.modulation(activated)]
 
-    def step_modulations(self, times: Sequence[float], condition: torch.Tensor) -> list[list[Modulation]]:
+    def step_modulations(self, times: Sequence[float], condition: torch.Tensor,
+                         max_rows: int = STEP_MODULATION_ROWS) -> StepModulations:
         """`modulations` at each time of a sampler's grid for rows whose condition [.., cond_dim] stays fixed:
-        everything but the noisy token's own path, computed before the sampler runs (one batched matmul per layer
-        instead of one per step; the time embedding once per step, not per row)."""
-        dtype = self.input_proj.weight.dtype
-        t = torch.tensor(list(times), device=condition.device)
-        time = self.time_embed(t).reshape(len(t), *[1] * (condition.dim() - 1), -1)  # [S, 1.., W]
-        per_layer = self.modulations(time + self.cond_embed(condition.to(dtype)))  # fields [S, .., W]
-        steps = [[f.unbind(0) if f is not None else [None] * len(t) for f in m] for m in per_layer]
-        return [[Modulation(*(f[i] for f in m)) for m in steps] for i in range(len(t))]
+        everything but the noisy token's own path, computed before the head evaluations that need it."""
+        return StepModulations(self, times, condition, max_rows)
 
     def velocity(self, x_t: torch.Tensor, modulations: Sequence[Modulation]) -> torch.Tensor:
         """The noisy token's path through the blocks, given their modulations (`modulations`/`step_modulations`)."""
@@ -145,3 +150,31 @@ class FlowHead(nn.Module):
     def forward(self, x_t: torch.Tensor, t: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
         dtype = self.input_proj.weight.dtype
         return self.velocity(x_t, self.modulations(self.time_embed(t) + self.cond_embed(condition.to(dtype))))
+
+
+class StepModulations:
+    """The adaLN modulations of a head for fixed condition rows at each time of a sampler's grid, `[t]` -> one list
+    per time (as `FlowHead.modulations`). The condition projection and the time embeddings of the whole grid are
+    computed once (the time embedding once per step, not per row: all rows share t); the modulations, which depend
+    on both (SiLU(time + condition) does not split), a chunk of consecutive grid times at a time, one batched matmul
+    per layer and chunk, chunks of at most `max_rows` rows (at least one step)."""
+
+    def __init__(self, head: FlowHead, times: Sequence[float], condition: torch.Tensor, max_rows: int):
+        dtype = head.input_proj.weight.dtype
+        t = torch.tensor(list(times), device=condition.device)
+        self.head = head
+        self.time = head.time_embed(t).reshape(len(t), *[1] * (condition.dim() - 1), -1)  # [S, 1.., W]
+        self.condition = head.cond_embed(condition.to(dtype))  # [.., W]
+        self.step_of = {float(time): i for i, time in enumerate(times)}
+        self.chunk = max(1, max_rows // max(1, self.condition[..., 0].numel()))
+        self.start, self.current = -1, []
+
+    def __getitem__(self, t: float) -> list[Modulation]:
+        step = self.step_of[t]
+        if not self.start <= step < self.start + len(self.current):
+            self.start = step - step % self.chunk
+            time = self.time[self.start : self.start + self.chunk]
+            per_layer = self.head.modulations(time + self.condition)  # fields [steps, .., W]
+            fields = [[f.unbind(0) if f is not None else [None] * len(time) for f in m] for m in per_layer]
+            self.current = [[Modulation(*(f[i] for f in m)) for m in fields] for i in range(len(time))]
+        return self.current[step - self.start]
