@@ -7,8 +7,9 @@ import torch
 
 from vgt.ar.config import ARConfig, FlowHeadConfig
 from vgt.ar.flow_head import FlowHead
-from vgt.ar.model import VGTForGeneration, generation_orders, sample_timesteps
+from vgt.ar.model import VGTForGeneration
 from vgt.ar.position_queries import PositionQueries
+from vgt.ar.randomness import generation_orders, sample_timesteps
 from vgt.ar.sampling import (
     GuidedVelocity,
     generate_latents,

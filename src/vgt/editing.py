@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vgt.ar.model import Generators, draw_rows
+from vgt.ar.randomness import Generators, draw_rows
 from vgt.images import to_tensor
 
 IMAGE_MODES = ("RGB", "RGBA", "L")

@@ -12,10 +12,15 @@ after its first step, see `vgt.official`) does not shift it: it keeps its traini
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 
 from vgt.ar.config import ORDERS
-from vgt.ar.model import Generators, VGTForGeneration, draw_rows
+from vgt.ar.randomness import Generators, draw_rows
+
+if TYPE_CHECKING:
+    from vgt.ar.model import VGTForGeneration
 
 
 def known_positions(known_latents: torch.Tensor, known_mask: torch.Tensor, batch: int,

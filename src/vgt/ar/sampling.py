@@ -13,13 +13,17 @@ import contextlib
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from vgt.ar.config import CFG_SCHEDULES, SamplingConfig
 from vgt.ar.context import context_orders, context_tokens, known_positions
-from vgt.ar.model import Generators, VGTForGeneration, draw_rows, generation_orders
+from vgt.ar.randomness import Generators, draw_rows, generation_orders
 from vgt.ar.sequence import decoding_layout
+
+if TYPE_CHECKING:
+    from vgt.ar.model import VGTForGeneration
 
 Velocity = Callable[[torch.Tensor, float], torch.Tensor]
 
