@@ -10,12 +10,15 @@ as `model.safetensors` load too.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import ConfigMixin, ModelMixin
+from diffusers.configuration_utils import FrozenDict
 from torch import nn
 
 from vgt.io import read_json
@@ -24,6 +27,31 @@ CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
 #: the weights file name of vgt's pipeline.json folders (before the diffusers layout)
 LEGACY_WEIGHTS_NAME = "model.safetensors"
+
+
+class TypedConfigModel(ModelMixin, ConfigMixin):
+    """A diffusers model whose `config` is a typed vgt dataclass (`config_class`, set in `__init__` as
+    `self._settings`): what diffusers' `save_config` writes is that config as it is now, and `from_config` builds
+    the model from one."""
+
+    config_name = CONFIG_NAME
+    config_class: type
+
+    @property
+    def config(self):
+        return self._settings
+
+    @property
+    def _internal_dict(self) -> FrozenDict:
+        return FrozenDict(self._settings.to_dict())
+
+    @classmethod
+    def from_config(cls, config=None, **kwargs: Any):
+        """diffusers' `from_config`: a model with fresh weights from a typed config or a saved config dict (e.g.
+        `cls.load_config(folder)`), `kwargs` overriding its entries."""
+        if isinstance(config, cls.config_class):
+            return cls(dataclasses.replace(config, **kwargs))
+        return cls(cls.config_class.from_dict({**(config or {}), **kwargs}))
 
 
 def resolve_folder(path: str | os.PathLike, subfolder: str | None = None, **hub_kwargs: Any) -> Path:

@@ -19,8 +19,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import FrozenDict
+from diffusers import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 
 from vgt.ae.bottleneck import Bottleneck, add_latent_noise, normalize_latents
@@ -28,7 +27,15 @@ from vgt.ae.config import AEConfig
 from vgt.ae.dcae import build_dcae_decoder, decoder_stride, load_dcae_part, read_dcae_config
 from vgt.ae.pixel_encoder import PixelEncoder
 from vgt.backbones.base import Backbone, VisionEncoder, grid_for_stride
-from vgt.loading import CONFIG_NAME, WEIGHTS_NAME, load_component, read_component_config, resolve_folder, weights_file
+from vgt.loading import (
+    CONFIG_NAME,
+    WEIGHTS_NAME,
+    TypedConfigModel,
+    load_component,
+    read_component_config,
+    resolve_folder,
+    weights_file,
+)
 
 __all__ = ["CONFIG_NAME", "WEIGHTS_NAME", "ModelMixin", "VGTAutoencoder"]  # ModelMixin: diffusers' loader looks here
 
@@ -94,13 +101,13 @@ def _vlm_folder_spec(directory: Path, values: dict[str, Any], backbone_path: str
     return vision_spec_from_folder(values.get("backbone") or "auto", path)
 
 
-class VGTAutoencoder(ModelMixin, ConfigMixin):
+class VGTAutoencoder(TypedConfigModel):
     """The autoencoder, a diffusers model built from its config alone (`VGTAutoencoder(config)`; the vision path
     comes from `config.vision`). Build a fresh one with `from_backbone` (training from a VLM), an exported one with
     `from_pretrained`; `encode(x).latent`, `decode(z).sample` and `forward(x)` follow diffusers' autoencoders.
     `config` is the typed `AEConfig` (diffusers' config.json is written from it)."""
 
-    config_name = CONFIG_NAME
+    config_class = AEConfig
 
     def __init__(self, config: AEConfig, vision: VisionEncoder | None = None):
         """`vision`: an already built vision path to use instead of building one from `config.vision`
@@ -126,15 +133,6 @@ class VGTAutoencoder(ModelMixin, ConfigMixin):
             raise ValueError(f"config stride {config.stride} differs from the vision path's stride {self.stride}")
         self.decoder = build_dcae_decoder(config.dcae)
         self.decoder_stride = decoder_stride(self.decoder)
-
-    @property
-    def config(self) -> AEConfig:
-        return self._settings
-
-    @property
-    def _internal_dict(self) -> FrozenDict:
-        """What diffusers' `save_config` writes: the typed config as it is now."""
-        return FrozenDict(self._settings.to_dict())
 
     # ------------------------------------------------------------------ construction and persistence
 
@@ -193,14 +191,6 @@ class VGTAutoencoder(ModelMixin, ConfigMixin):
             values = {**values, "vision": legacy_vision_spec(folder, values, backbone, backbone_path)}
         config = dataclasses.replace(AEConfig.from_dict(values), **(config_changes or {}))
         return load_component(lambda: cls(config), folder, torch_dtype)
-
-    @classmethod
-    def from_config(cls, config: AEConfig | dict[str, Any] | None = None, **kwargs: Any) -> VGTAutoencoder:
-        """diffusers' `from_config`: a model with fresh weights from an `AEConfig` or a saved config dict (e.g.
-        `VGTAutoencoder.load_config(folder)`), `kwargs` overriding its entries."""
-        if isinstance(config, AEConfig):
-            return cls(dataclasses.replace(config, **kwargs))
-        return cls(AEConfig.from_dict({**(config or {}), **kwargs}))
 
     # ------------------------------------------------------------------ geometry
 

@@ -12,15 +12,13 @@ module's state dict.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import ConfigMixin, ModelMixin
-from diffusers.configuration_utils import FrozenDict
+from diffusers import ModelMixin
 from diffusers.utils.accelerate_utils import apply_forward_hook
 from torch import nn
 
@@ -31,7 +29,7 @@ from vgt.ar.position_queries import PositionQueries
 from vgt.ar.randomness import draw, generation_orders, sample_timesteps
 from vgt.ar.sequence import SlotLayout, left_align_padding, training_layout
 from vgt.backbones.base import GENERATION_INSTRUCTION, UNCONDITIONAL_INSTRUCTION, Backbone
-from vgt.loading import CONFIG_NAME, WEIGHTS_NAME, weights_file
+from vgt.loading import CONFIG_NAME, WEIGHTS_NAME, TypedConfigModel, weights_file
 
 __all__ = ["ModelMixin", "VGTForGeneration"]  # ModelMixin: diffusers' pipeline loader looks for it here
 
@@ -52,12 +50,12 @@ def is_generator_folder(directory: Path) -> bool:
         weights_file(directory) is not None)
 
 
-class VGTForGeneration(ModelMixin, ConfigMixin):
+class VGTForGeneration(TypedConfigModel):
     """VGT-AR, a diffusers model: position grids, the image-start embedding `<img>`, W_in, W_out and the flow head,
     built from `config` alone. The language model is the backbone's: it is attached (`attach`, or the `backbone`
     argument) and trained with the generator, but saved with the VLM, not here. `config` is the typed `ARConfig`."""
 
-    config_name = CONFIG_NAME
+    config_class = ARConfig
 
     def __init__(self, config: ARConfig, backbone: Backbone | None = None, ae: nn.Module | None = None):
         super().__init__()
@@ -76,15 +74,6 @@ class VGTForGeneration(ModelMixin, ConfigMixin):
         self.image_out_projector = nn.Linear(hidden, hidden)  # W_out
         self.head = FlowHead(config.head)
         self.reset_image_start()
-
-    @property
-    def config(self) -> ARConfig:
-        return self._settings
-
-    @property
-    def _internal_dict(self) -> FrozenDict:
-        """What diffusers' `save_config` writes: the typed config as it is now."""
-        return FrozenDict(self._settings.to_dict())
 
     def attach(self, backbone: Backbone, ae: nn.Module | None = None) -> None:
         """Hand the generator the backbone's language model (trainable, registered as `llm`) and, by reference, the
@@ -143,14 +132,6 @@ class VGTForGeneration(ModelMixin, ConfigMixin):
         with torch.device("meta"):
             model = cls(config)
         atomic_write_text(Path(directory) / CONFIG_NAME, model.to_json_string())
-
-    @classmethod
-    def from_config(cls, config: ARConfig | dict[str, Any] | None = None, **kwargs: Any) -> VGTForGeneration:
-        """diffusers' `from_config`: a generator with fresh weights (no language model attached) from an `ARConfig`
-        or a saved config dict, `kwargs` overriding its entries."""
-        if isinstance(config, ARConfig):
-            return cls(dataclasses.replace(config, **kwargs))
-        return cls(ARConfig.from_dict({**(config or {}), **kwargs}))
 
     @classmethod
     def from_pretrained(cls, directory: str | Path, subfolder: str | None = None,
