@@ -175,3 +175,19 @@ def test_decoder_from_pretrained_dcae_folder(backbone, tmp_path):
     ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu"), dcae_path=tmp_path / "dcae")
     for name, tensor in dcae.decoder.state_dict().items():
         assert torch.equal(ae.decoder.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize(("vlm_preset", "dcae_preset", "grid"),
+                         [("small", "small-cpu", 8), ("small-64", "small-cpu", 4), ("small-s32", "small-cpu-f32", 4)])
+def test_small_vlm_presets_have_a_decoder_of_their_stride(vlm_preset, dcae_preset, grid):
+    # each small VLM has a DC-AE that decodes at its stride: no resize of blurred pixels
+    from vgt.presets import DCAE_PRESETS, SMALL_VLM_PRESETS
+    from vgt.vlm.model import build_small_vlm
+
+    size = SMALL_VLM_PRESETS[vlm_preset].image_size
+    backbone = build_small_vlm(SMALL_VLM_PRESETS[vlm_preset])
+    ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", dcae=DCAE_PRESETS[dcae_preset])).eval()
+    assert ae.stride == ae.decoder_stride == size // grid
+    with torch.no_grad():
+        out = ae(images(batch=1, height=size, width=size))
+    assert out.latent.shape == (1, 32, grid, grid) and out.sample.shape == (1, 3, size, size)

@@ -1,5 +1,6 @@
 """The `vgt` command line: the help lists the commands in the order a user needs them, fast."""
 
+import argparse
 import subprocess
 import sys
 
@@ -38,3 +39,20 @@ def test_bad_input_is_one_line_error_not_a_traceback(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert err.startswith("vgt: error:") and "Traceback" not in err
+
+
+
+def _choices(parser: argparse.ArgumentParser, command: list[str], dest: str) -> set[str]:
+    for word in command:  # walk down the subcommands
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        parser = sub.choices[word]
+    return set(next(a for a in parser._actions if a.dest == dest).choices)
+
+
+def test_preset_choices_of_the_cli_are_the_registries():
+    # the parser lists preset names without importing torch; they must not drift from vgt.presets
+    from vgt.cli import build_parser
+    from vgt.presets import DCAE_PRESETS, SMALL_VLM_PRESETS
+
+    assert _choices(build_parser(), ["train", "vlm"], "vlm_preset") == set(SMALL_VLM_PRESETS)
+    assert _choices(build_parser(), ["train", "ae"], "dcae_preset") == set(DCAE_PRESETS)

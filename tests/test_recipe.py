@@ -47,10 +47,11 @@ def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(quick_run
         run_recipe(recipe_preset("quick", ar_steps=41), out)
 
 
-def test_each_stage_is_the_library_call_of_its_recorded_command():
+@pytest.mark.parametrize("changes", [{}, {"vlm_preset": "small-s32", "ae_decoder": "small-cpu-f32", "image_size": 128}])
+def test_each_stage_is_the_library_call_of_its_recorded_command(changes):
     from vgt.commands.train import ae_arguments, ar_arguments, vlm_arguments
 
-    stages = build_stages(recipe_preset("full"), "/runs/x")
+    stages = build_stages(recipe_preset("full", **changes), "/runs/x")
     assert [s.name for s in stages] == list(STAGES)
     command = {s.name: s.command for s in stages}
     assert command["vlm"][:2] == ("train", "vlm") and command["ar"][:2] == ("train", "ar")

@@ -73,7 +73,23 @@ DCAE_SMALL_CPU: dict[str, Any] = {
     "decoder_act_fns": "silu",
 }
 
-DCAE_PRESETS: dict[str, dict[str, Any]] = {"f32c32-sana-1.1": DCAE_F32C32_SANA_1_1, "small-cpu": DCAE_SMALL_CPU}
+# The same at stride 32 (6 levels, the extra one at the coarsest grid, where it is cheap): for the small VLM's
+# 32-px latent grid ("small-s32": 4 x 4 latents at 128 px).
+DCAE_SMALL_CPU_F32: dict[str, Any] = {
+    **DCAE_SMALL_CPU,
+    "encoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
+    "decoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
+    "encoder_block_out_channels": [16, 32, 64, 128, 256, 256],
+    "decoder_block_out_channels": [16, 32, 64, 128, 256, 256],
+    "encoder_layers_per_block": [1, 1, 1, 2, 2, 2],
+    "decoder_layers_per_block": [1, 1, 1, 2, 2, 2],
+    "encoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
+    "decoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
+}
+
+DCAE_PRESETS: dict[str, dict[str, Any]] = {
+    "f32c32-sana-1.1": DCAE_F32C32_SANA_1_1, "small-cpu": DCAE_SMALL_CPU, "small-cpu-f32": DCAE_SMALL_CPU_F32,
+}
 
 AE_PRESETS: dict[str, AEConfig] = {
     # Authors' full scale: InternVL3 (or Qwen2.5-VL) vision path (stride 28) + DC-AE f32c32 (SANA 1.1) decoder.
@@ -154,6 +170,10 @@ def ar_preset(name: str, hidden_size: int, latent_channels: int = 32) -> ARConfi
 SMALL_VLM_PRESETS: dict[str, SmallVLMConfig] = {
     # the shipped small VLM: 128 px images, stride 16
     "small": SmallVLMConfig(),
+    # the same at stride 32: 16 x 16-px patches, a 4 x 4 token grid at 128 px (a quarter of the tokens)
+    "small-s32": SmallVLMConfig(patch_size=16),
+    # the small VLM at 64 px: stride 16, a 4 x 4 token grid (the same pixels per token as "small")
+    "small-64": SmallVLMConfig(image_size=64),
     # a seconds-long CPU smoke test: 32 px images, stride 8
     "toy": SmallVLMConfig(image_size=32, patch_size=4, vision_width=32, vision_layers=2, vision_heads=2,
                           text_width=64, text_layers=2, text_heads=2, kv_heads=1),
@@ -169,14 +189,19 @@ def small_vlm_preset(name: str) -> SmallVLMConfig:
 # A named schedule is a whole TrainConfig, and a run is `dataclasses.replace(TRAIN_PRESETS[name], **what the user
 # set)`, nothing in between. Full-scale values follow SPEC.md sections 2-3; the CPU ones size each stage for a
 # 2-core machine (docs/recipe.md).
+_VLM_SMALL = TrainConfig(steps=2400, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100, weight_decay=0.05,
+                         grad_clip=1.0, precision="bf16", log_every=10, save_every=200, eval_every=400)
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # `vgt train toy`: a few hundred CPU steps on a tiny model: fast feedback, no EMA.
     "toy": TrainConfig(steps=200, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20, log_every=10, save_every=100,
                        eval_every=100),
-    # the small VLM (`vgt train vlm --vlm-preset small`): bf16 autocast is 1.9x the fp32 throughput on CPU, so
-    # 2,400 steps fit the 30-minute budget of two cores
-    "vlm-small": TrainConfig(steps=2400, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100, weight_decay=0.05,
-                             grad_clip=1.0, precision="bf16", log_every=10, save_every=200, eval_every=400),
+    # the small VLM (`vgt train vlm --vlm-preset small`): bf16 autocast is 1.9x the fp32 throughput on a CPU with
+    # fast bf16 (AMX), so 2,400 steps fit the 30-minute budget of two cores there
+    "vlm-small": _VLM_SMALL,
+    # `--vlm-preset small-s32` and `small-64`: a quarter of the image tokens, in fp32 (faster than bf16 on CPUs
+    # without AMX); tried for a cheaper recipe (docs/recipe.md)
+    "vlm-small-s32": dataclasses.replace(_VLM_SMALL, precision="fp32"),
+    "vlm-small-64": dataclasses.replace(_VLM_SMALL, precision="fp32"),
     # `--vlm-preset toy`: a seconds-long smoke test
     "vlm-toy": TrainConfig(steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, weight_decay=0.0,
                            grad_clip=1.0, log_every=5, save_every=20, eval_every=0),

@@ -38,6 +38,8 @@ class RecipeConfig:
     ae1_steps: int | None = None
     ae2_steps: int | None = None
     ae_batch_size: int | None = None
+    #: VGT-AE pixel decoder (`vgt.presets.DCAE_PRESETS`); None keeps the AE preset's (stride 16)
+    ae_decoder: str | None = None
     #: stage-2 latent noise a ~ U[0, gamma]
     noise_gamma: float = 0.1
     #: samples encoded once into the latent cache that VGT-AR trains on
@@ -45,7 +47,8 @@ class RecipeConfig:
     ar_steps: int = 8000
     ar_batch_size: int = 32
     ar_lr: float = 1e-3
-    #: autocast of the VGT-AR stage (fp32 master weights either way); bf16 measured 2.2x faster per step on CPU
+    #: autocast of the VGT-AR stage (fp32 master weights either way); bf16 measured 2.2x faster per step on a CPU
+    #: with fast bf16 matmuls, 1.5x slower on one without AMX (docs/recipe.md)
     ar_precision: str = "bf16"
     #: VGT-AR weight EMA (exported and evaluated): decay, averaging from `ar_ema_start_fraction` of the steps on
     #: (before that it copies the weights), so the exported model does not lag far behind a short run

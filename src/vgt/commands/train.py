@@ -134,7 +134,7 @@ def add_commands(tree) -> None:
     tree.group("train", "Train a model (small VLM, VGT-AE, VGT-AR).")
     p = tree.command("train vlm", run_train_vlm, "Pretrain the small VLM for understanding on ShapesWorld (image -> "
                      "scene caption). Resumes from --run-dir; exports a HF folder at the end.")
-    p.add_argument("--vlm-preset", default="small", choices=("small", "toy"),
+    p.add_argument("--vlm-preset", default="small", choices=("small", "small-64", "small-s32", "toy"),
                    help="architecture (small: 128 px, stride 16; toy: smoke test); its schedule is vlm-PRESET")
     p.add_argument("--out", help="export folder of the trained VLM (default: RUN_DIR/model)")
     p.add_argument("--overwrite", action="store_true",
@@ -154,7 +154,8 @@ def add_commands(tree) -> None:
     p.add_argument("--backbone-path", help="folder of the VLM (required for --encoder vlm)")
     p.add_argument("--init", help="start from an exported VGT-AE folder (stage 2: STAGE1_RUN_DIR/model)")
     p.add_argument("--dcae", help="pretrained DC-AE folder (diffusers AutoencoderDC) to start the decoder from")
-    p.add_argument("--dcae-preset", choices=("small-cpu", "f32c32-sana-1.1"), help="decoder architecture")
+    p.add_argument("--dcae-preset", choices=("small-cpu", "small-cpu-f32", "f32c32-sana-1.1"),
+                   help="decoder architecture")
     p.add_argument("--latent-channels", type=positive_int, help="latent channels (default 32)")
     p.add_argument("--stride", type=positive_int, help="pixel encoder: pixels per latent (default: the VLM's stride)")
     p.add_argument("--data", action="append", help="data spec, repeatable: shapes (default), folder:DIR, wds:SHARDS")
