@@ -135,7 +135,8 @@ def add_commands(tree) -> None:
     p = tree.command("train vlm", run_train_vlm, "Pretrain the small VLM for understanding on ShapesWorld (image -> "
                      "scene caption). Resumes from --run-dir; exports a HF folder at the end.")
     p.add_argument("--vlm-preset", default="small", choices=("small", "small-64", "small-s32", "toy"),
-                   help="architecture (small: 128 px, stride 16; toy: smoke test); its schedule is vlm-PRESET")
+                   help="architecture (small: 128 px, stride 16; small-64: 64 px, stride 16; small-s32: 128 px, "
+                   "stride 32; toy: smoke test); its schedule is vlm-PRESET")
     p.add_argument("--out", help="export folder of the trained VLM (default: RUN_DIR/model)")
     p.add_argument("--overwrite", action="store_true",
                    help="let --out replace an existing folder that vgt did not write (and everything in it)")
