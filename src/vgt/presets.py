@@ -73,19 +73,18 @@ DCAE_SMALL_CPU: dict[str, Any] = {
     "decoder_act_fns": "silu",
 }
 
+
+
+def _one_level_more(dcae: dict[str, Any]) -> dict[str, Any]:
+    """`dcae` with a copy of its coarsest level added at the end, in encoder and decoder: twice the stride."""
+    levels = ("block_types", "block_out_channels", "layers_per_block", "qkv_multiscales")
+    return {**dcae, **{f"{part}_{key}": [*dcae[f"{part}_{key}"], dcae[f"{part}_{key}"][-1]]
+                       for part in ("encoder", "decoder") for key in levels}}
+
+
 # The same at stride 32 (6 levels, the extra one at the coarsest grid, where it is cheap): for the small VLM's
 # 32-px latent grid ("small-s32": 4 x 4 latents at 128 px).
-DCAE_SMALL_CPU_F32: dict[str, Any] = {
-    **DCAE_SMALL_CPU,
-    "encoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
-    "decoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
-    "encoder_block_out_channels": [16, 32, 64, 128, 256, 256],
-    "decoder_block_out_channels": [16, 32, 64, 128, 256, 256],
-    "encoder_layers_per_block": [1, 1, 1, 2, 2, 2],
-    "decoder_layers_per_block": [1, 1, 1, 2, 2, 2],
-    "encoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
-    "decoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
-}
+DCAE_SMALL_CPU_F32: dict[str, Any] = _one_level_more(DCAE_SMALL_CPU)
 
 DCAE_PRESETS: dict[str, dict[str, Any]] = {
     "f32c32-sana-1.1": DCAE_F32C32_SANA_1_1, "small-cpu": DCAE_SMALL_CPU, "small-cpu-f32": DCAE_SMALL_CPU_F32,
@@ -191,6 +190,7 @@ def small_vlm_preset(name: str) -> SmallVLMConfig:
 # 2-core machine (docs/recipe.md).
 _VLM_SMALL = TrainConfig(steps=2400, batch_size=32, lr=1e-3, min_lr=5e-5, warmup_steps=100, weight_decay=0.05,
                          grad_clip=1.0, precision="bf16", log_every=10, save_every=200, eval_every=400)
+_VLM_SMALL_FP32 = dataclasses.replace(_VLM_SMALL, precision="fp32")
 TRAIN_PRESETS: dict[str, TrainConfig] = {
     # `vgt train toy`: a few hundred CPU steps on a tiny model: fast feedback, no EMA.
     "toy": TrainConfig(steps=200, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20, log_every=10, save_every=100,
@@ -200,8 +200,8 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "vlm-small": _VLM_SMALL,
     # `--vlm-preset small-s32` and `small-64`: a quarter of the image tokens, in fp32 (faster than bf16 on CPUs
     # without AMX); tried for a cheaper recipe (docs/recipe.md)
-    "vlm-small-s32": dataclasses.replace(_VLM_SMALL, precision="fp32"),
-    "vlm-small-64": dataclasses.replace(_VLM_SMALL, precision="fp32"),
+    "vlm-small-s32": _VLM_SMALL_FP32,
+    "vlm-small-64": _VLM_SMALL_FP32,
     # `--vlm-preset toy`: a seconds-long smoke test
     "vlm-toy": TrainConfig(steps=40, batch_size=8, lr=3e-3, min_lr=3e-4, warmup_steps=5, weight_decay=0.0,
                            grad_clip=1.0, log_every=5, save_every=20, eval_every=0),
