@@ -310,3 +310,33 @@ def test_scores_carry_a_bootstrap_interval_and_each_seeds_score():
     assert width["lumpy"] > 1.5 * width["spread"]
     table = format_scores(scores)
     assert "95% interval" in table and "seed 1" in table and "2 sampling seeds" in table
+
+
+def _readme_prompts_module():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "readme_prompts.py"
+    spec = importlib.util.spec_from_file_location("readme_prompts", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_readme_prompts_benchmark_checks_the_readme_commands_with_the_right_judgement():
+    from pathlib import Path
+
+    examples = _readme_prompts_module().EXAMPLES
+    readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ").split())
+    for example in examples:
+        assert example["command"] in readme, example["command"]  # the benchmark runs what the README shows
+    circles, placed = examples[0]["metadata"], examples[1]["metadata"]
+    two_red = Scene((ShapeObject("circle", "red", (0.3, 0.5), 0.25), ShapeObject("circle", "red", (0.7, 0.5), 0.25)))
+    one_red_one_blue = Scene((ShapeObject("circle", "red", (0.3, 0.5), 0.25),
+                              ShapeObject("circle", "blue", (0.7, 0.5), 0.25)))
+    assert judge_image(render_scene(two_red, 128), circles).correct
+    assert not judge_image(render_scene(one_red_one_blue, 128), circles).correct
+    left = Scene((ShapeObject("circle", "red", (0.25, 0.5), 0.25), ShapeObject("square", "blue", (0.75, 0.5), 0.25)))
+    right = Scene((ShapeObject("circle", "red", (0.75, 0.5), 0.25), ShapeObject("square", "blue", (0.25, 0.5), 0.25)))
+    assert judge_image(render_scene(left, 128), placed).correct
+    assert not judge_image(render_scene(right, 128), placed).correct
