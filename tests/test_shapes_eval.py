@@ -312,12 +312,12 @@ def test_scores_carry_a_bootstrap_interval_and_each_seeds_score():
     assert "95% interval" in table and "seed 1" in table and "2 sampling seeds" in table
 
 
-def _readme_prompts_module():
+def _benchmark_module(name: str):
     import importlib.util
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "readme_prompts.py"
-    spec = importlib.util.spec_from_file_location("readme_prompts", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -326,7 +326,7 @@ def _readme_prompts_module():
 def test_readme_prompts_benchmark_checks_the_readme_commands_with_the_right_judgement():
     from pathlib import Path
 
-    examples = _readme_prompts_module().EXAMPLES
+    examples = _benchmark_module("readme_prompts").EXAMPLES
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ").split())
     for example in examples:
         assert example["command"] in readme, example["command"]  # the benchmark runs what the README shows
@@ -340,3 +340,28 @@ def test_readme_prompts_benchmark_checks_the_readme_commands_with_the_right_judg
     right = Scene((ShapeObject("circle", "red", (0.75, 0.5), 0.25), ShapeObject("square", "blue", (0.25, 0.5), 0.25)))
     assert judge_image(render_scene(left, 128), placed).correct
     assert not judge_image(render_scene(right, 128), placed).correct
+
+
+def test_ae_ceiling_benchmark_judges_ground_truth_and_its_round_trip_through_the_ae(tmp_path):
+    """The shipped AE's round trips of ground-truth scenes keep the scene (one prompt per category); a scene
+    passed through an AE that blurs it away (a decoder of zeros) fails."""
+    import torch
+
+    from vgt.ae import VGTAutoencoder
+    from vgt.eval.benchmark import shapes_eval_subset
+    from vgt.eval.shapes import evaluate_layout
+    from vgt.pretrained import shipped_model_dir
+
+    ceiling = _benchmark_module("ae_ceiling")
+    ae = VGTAutoencoder.from_pretrained(shipped_model_dir() / "ae").eval()
+    folders = ceiling.write_ceiling_layouts(ae, shapes_eval_subset(1), tmp_path / "good", images_per_prompt=1)
+    truth, trip = (evaluate_layout(folders[name]) for name in ("ground truth", "AE round trip"))
+    assert truth[0]["overall"] == 1.0 and trip[0]["n_images"] == 6
+    assert trip[0]["categories"]["single_object"] == 1.0
+    image = np.asarray(Image.open(next((folders["AE round trip"]).rglob("*.png"))))
+    assert image.shape == (128, 128, 3)
+    with torch.no_grad():
+        for p in ae.decoder.parameters():
+            p.zero_()
+    folders = ceiling.write_ceiling_layouts(ae, shapes_eval_subset(1), tmp_path / "blind", images_per_prompt=1)
+    assert evaluate_layout(folders["AE round trip"])[0]["overall"] == 0.0
