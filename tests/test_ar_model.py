@@ -262,6 +262,28 @@ def test_training_loss_is_seeded_and_backpropagates(model):
     model.zero_grad(set_to_none=True)
 
 
+def test_head_noise_samples_train_the_head_on_k_noisy_copies_of_each_token(model, monkeypatch):
+    """k noise draws per token: the head sees every token k times, each copy with the same query state and its
+    own timestep; k = 1 is the plain loss."""
+    import dataclasses
+
+    latents = torch.randn(2, CHANNELS, 3, 3, generator=torch.Generator().manual_seed(0))
+    seen = []
+    velocity = model.velocity
+    monkeypatch.setattr(model, "velocity", lambda x_t, t, states: seen.append((t, states)) or velocity(x_t, t, states))
+    plain = model(latents, CAPTIONS, generator=torch.Generator().manual_seed(3))
+    monkeypatch.setattr(model, "_settings", dataclasses.replace(model.config, head_noise_samples=3))
+    tripled = model(latents, CAPTIONS, generator=torch.Generator().manual_seed(3))
+    (t1, s1), (t3, s3) = seen
+    assert t1.shape == (2, 9) and t3.shape == (2, 27) and s3.shape == (2, 27, s1.shape[-1])
+    copies = s3.view(2, 3, 9, -1)
+    assert torch.equal(copies[:, 0], copies[:, 2]) and torch.allclose(copies[:, 0], s1, atol=1e-6)
+    assert not torch.equal(t3[:, :9], t3[:, 9:18])
+    assert torch.isfinite(tripled.loss) and not torch.equal(plain.loss, tripled.loss)
+    with pytest.raises(ValueError, match="head_noise_samples"):
+        dataclasses.replace(model.config, head_noise_samples=0)
+
+
 def test_ae_is_not_part_of_the_state_dict(model):
     keys = set(model.state_dict())
     assert not any(k.startswith(("ae.", "backbone.")) for k in keys)

@@ -85,6 +85,9 @@ class ARConfig:
     head: FlowHeadConfig = field(default_factory=FlowHeadConfig)
     timestep_shift: float = 1.4  # t = 1 - s*tau / (1 + (s-1)*tau), tau ~ sigmoid(N(0, 1)); data sits at t = 1
     uncond_prob: float = 0.1  # probability that a training caption is replaced by the unconditional prompt
+    #: noise draws (timestep and noise) per latent token in the loss: the head trains on k noisy copies of each
+    #: token under one pass of the language model (MAR's diffusion batch multiplier, 4 there)
+    head_noise_samples: int = 1
     normalize_sampled_latents: bool = True  # per-token channel LayerNorm on every sampled latent (stage-2 AE)
     #: the image-start prefix: None = one learned vector (`image_start`, started from the VLM's own image-start
     #: token); a list = the language model's embeddings of these token ids, in order (the authors' `<img>`,
@@ -110,6 +113,9 @@ class ARConfig:
             raise ValueError(f"timestep_shift must be a finite number, got {self.timestep_shift}")
         if not 0.0 <= self.uncond_prob < 1.0:
             raise ValueError(f"uncond_prob must lie in [0, 1), got {self.uncond_prob}")
+        if isinstance(self.head_noise_samples, bool) or not isinstance(self.head_noise_samples, int) \
+                or self.head_noise_samples < 1:
+            raise ValueError(f"head_noise_samples must be a whole number >= 1, got {self.head_noise_samples!r}")
         if self.timestep_shift <= 0:
             raise ValueError(f"timestep_shift must be positive, got {self.timestep_shift}")
         if self.image_start_ids is not None and not self.image_start_ids:

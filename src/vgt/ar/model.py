@@ -280,10 +280,12 @@ class VGTForGeneration(TypedConfigModel):
         orders = generation_orders(b, n, "random", generator, device)
         states = self.teacher_forced_query_states(latents, captions, orders)
         z = latents.flatten(2).transpose(1, 2).gather(1, orders[..., None].expand(b, n, c)).float()
-        t = sample_timesteps((b, n), self.config.timestep_shift, generator, device)
-        noise = draw((b, n, c), generator, device)
+        k = self.config.head_noise_samples
+        t = sample_timesteps((b, n * k), self.config.timestep_shift, generator, device)
+        noise = draw((b, n * k, c), generator, device)
+        z = z.repeat(1, k, 1)
         x_t = t[..., None] * z + (1 - t[..., None]) * noise
         target = z - noise
-        pred = self.velocity(x_t, t, states)
+        pred = self.velocity(x_t, t, states.repeat(1, k, 1))
         loss = (pred.float() - target).pow(2).mean()
         return ARLossOutput(loss=loss, query_states=states)

@@ -102,6 +102,7 @@ class ARStageConfig:
     #: None keeps the preset's value
     uncond_prob: float | None = None
     timestep_shift: float | None = None
+    head_noise_samples: int | None = None
     position_init: str | None = None
     #: default sampling temperature saved with the exported model
     sampling_temperature: float | None = None
@@ -143,8 +144,8 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
         if channels != ae.latent_channels:
             raise ValueError(f"the latent cache holds {channels}-channel latents, the AE in {stage.ae} makes "
                              f"{ae.latent_channels}: cache the data with this AE (`vgt cache-latents --model ...`)")
-    changes = {k: v for k, v in (("uncond_prob", stage.uncond_prob), ("timestep_shift", stage.timestep_shift))
-               if v is not None}
+    changes = {k: v for k, v in (("uncond_prob", stage.uncond_prob), ("timestep_shift", stage.timestep_shift),
+                                 ("head_noise_samples", stage.head_noise_samples)) if v is not None}
     model = build_generator(backbone, ae, stage.model_preset, seed=cfg.seed, grid_size=grid,
                             position_init=stage.position_init, sampling_temperature=stage.sampling_temperature,
                             **changes)

@@ -82,6 +82,7 @@ def ar_arguments(args: argparse.Namespace) -> dict:
         backbone_path=args.backbone_path, ae=args.ae, backbone=args.backbone, model_preset=args.model_preset,
         data=tuple(args.data or ["shapes"]), data_weights=tuple(args.data_weights) if args.data_weights else None,
         size=args.size, uncond_prob=args.uncond_prob, timestep_shift=args.timestep_shift,
+        head_noise_samples=args.head_noise_samples,
         position_init=args.position_init, sampling_temperature=args.sampling_temperature,
         sample_prompts=tuple(args.sample_prompts or ()), eval_prompts=args.eval_prompts,
         eval_max_prompts=args.eval_max_prompts, eval_per_prompt=args.eval_per_prompt)
@@ -188,6 +189,8 @@ def add_commands(tree) -> None:
     p.add_argument("--uncond-prob", type=finite_float,
                    help="caption dropout for classifier-free guidance (default 0.1)")
     p.add_argument("--timestep-shift", type=finite_float, help="logit-normal timestep shift (default 1.4)")
+    p.add_argument("--head-noise-samples", type=positive_int,
+                   help="noise draws per latent token in the loss, under one language-model pass (default 1)")
     p.add_argument("--position-init", choices=("sincos", "normal"),
                    help="start of the position grid: sine-cosine codes (default) or trunc-normal 0.02 (the authors')")
     p.add_argument("--sampling-temperature", type=finite_float,
