@@ -143,9 +143,11 @@ def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
                  "--out", str(cache)]) == 0
     run = tmp_path / "run"
     assert main(["train", "ar", "--backbone-path", str(model_dir / "vlm"), "--ae", str(model_dir / "ae"),
-                 "--data", f"latents:{cache}", "--run-dir", str(run), "--max-steps", "2", "--batch-size", "2"]) == 0
+                 "--data", f"latents:{cache}", "--run-dir", str(run), "--max-steps", "2", "--batch-size", "2",
+                 "--head-noise-samples", "2"]) == 0
     pipe = VGTPipeline.from_pretrained(run / "model")
     assert pipe.generator.config.sampling.grid_size == 3  # the cache's 3x3 latents, not the default resolution
+    assert pipe.generator.config.head_noise_samples == 2  # a training constant, saved with the model's config
 
 
 def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys):
