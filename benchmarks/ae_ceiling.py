@@ -13,15 +13,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
+from PIL import Image
 
 from vgt.ae import VGTAutoencoder
-from vgt.data.shapes import PromptSpec, render_scene
-from vgt.data.shapes_world import scene_for_prompt
 from vgt.eval.benchmark import shapes_eval_subset
-from vgt.eval.layout import write_prompt_samples
-from vgt.eval.shapes import evaluate_layout, format_scores
+from vgt.eval.layout import read_layout, write_prompt_samples
+from vgt.eval.shapes import evaluate_layout, format_scores, render_ground_truth
 from vgt.images import batch_to_pil, to_tensor
 from vgt.pretrained import resolve_model_dir
 
@@ -36,13 +34,10 @@ def write_ceiling_layouts(ae: VGTAutoencoder, prompts: list[dict], out: Path, im
                           seed: int = 0) -> dict[str, Path]:
     """Ground-truth scenes of every prompt (GenEval layout) and their AE round trips, side by side in `out`."""
     folders = {"ground truth": out / "truth", "AE round trip": out / "round-trip"}
-    size = ae.config.image_size or 128
-    for index, metadata in enumerate(prompts):
-        spec = PromptSpec.from_metadata(metadata)
-        images = [render_scene(scene_for_prompt(spec, np.random.default_rng([seed, index, k])), size)
-                  for k in range(images_per_prompt)]
-        write_prompt_samples(folders["ground truth"], index, metadata, images)
-        write_prompt_samples(folders["AE round trip"], index, metadata, round_trip(ae, images))
+    render_ground_truth(folders["ground truth"], prompts, images_per_prompt, ae.config.image_size or 128, seed)
+    for entry in read_layout(folders["ground truth"]):
+        images = [Image.open(path).convert("RGB") for path in entry.sample_paths]
+        write_prompt_samples(folders["AE round trip"], entry.index, entry.metadata, round_trip(ae, images))
     return folders
 
 
