@@ -47,7 +47,8 @@ def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(quick_run
         run_recipe(recipe_preset("quick", ar_steps=41), out)
 
 
-@pytest.mark.parametrize("changes", [{}, {"vlm_preset": "small-s32", "ae_decoder": "small-cpu-f32", "image_size": 128}])
+@pytest.mark.parametrize("changes", [{}, {"vlm_preset": "small-s32", "ae_decoder": "small-cpu-f32", "image_size": 128,
+                                                                        "ar_head_noise_samples": 4}])
 def test_each_stage_is_the_library_call_of_its_recorded_command(changes):
     from vgt.commands.train import ae_arguments, ar_arguments, vlm_arguments
 

@@ -89,6 +89,7 @@ def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
                 "ema_start": int(cfg.ar_steps * cfg.ar_ema_start_fraction), **common, **ar_samples}
     ar_stage = ARStageConfig(backbone_path=str(vlm), ae=str(ae2), data=(f"latents:{d['cache']}",),
                              sampling_temperature=cfg.ar_sampling_temperature,
+                             head_noise_samples=cfg.ar_head_noise_samples,
                              sample_prompts=SAMPLE_PROMPTS if cfg.ar_sample_every else ())
     shard_size = max(1, math.ceil(cfg.cache_samples / 8))
 
@@ -129,6 +130,7 @@ def build_stages(cfg: RecipeConfig, out: str | os.PathLike) -> list[Stage]:
         Stage("ar", train_generator, dict(stage=ar_stage, train_config=train(ar_train, "ar-cpu")),
               ("train", "ar", "--backbone-path", str(vlm), "--ae", str(ae2), "--data", f"latents:{d['cache']}",
                "--sampling-temperature", str(cfg.ar_sampling_temperature),
+               *_flags({"head_noise_samples": cfg.ar_head_noise_samples}),
                *(("--sample-prompts", *SAMPLE_PROMPTS) if cfg.ar_sample_every else ()), *train_flags(ar_train)),
               ar / "model_index.json", d["ar"]),
         Stage("eval", evaluate_pipeline_seeds,
