@@ -3,6 +3,7 @@ same run, in fp32 and with bf16 autocast (fp32 master weights, as `vgt train ar 
 
     python benchmarks/training_speed.py [--batch-size 32] [--grid 8] [--steps 5] [--vlm-preset small]
     python benchmarks/training_speed.py --batch-size 4 --grid 4 --steps 2 --vlm-preset toy     # reduced run
+    python benchmarks/training_speed.py --head-noise-samples 4      # K noise draws per token (--head-noise-samples)
 
 The model is the small VLM's architecture with random weights (speed does not depend on the weights) tuned as
 VGT-AR with the `cpu-small` generator preset, trained on random normalised latents and ShapesWorld prompts. One
@@ -35,6 +36,8 @@ def main() -> None:
     parser.add_argument("--grid", type=int, default=8, help="latent grid side (8: 128 px with the small VLM)")
     parser.add_argument("--steps", type=int, default=5, help="timed steps per precision (after one warm-up step)")
     parser.add_argument("--peak-size", type=int, default=1024, help="side of the matmul that measures the peak")
+    parser.add_argument("--head-noise-samples", type=int, default=1,
+                        help="noise draws per latent token in the loss (`vgt train ar --head-noise-samples`)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -42,7 +45,8 @@ def main() -> None:
 
     backbone = build_small_vlm(SMALL_VLM_PRESETS[args.vlm_preset], seed=0)
     ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", channel_norm=True)).requires_grad_(False)
-    model = build_generator(backbone, ae, "cpu-small", seed=0, grid_size=args.grid).train()
+    model = build_generator(backbone, ae, "cpu-small", seed=0, grid_size=args.grid,
+                            head_noise_samples=args.head_noise_samples).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     world = ShapesWorld(resolution=32, seed=0)
@@ -80,8 +84,8 @@ def main() -> None:
 
     n_params = sum(p.numel() for p in trainable)
     print(f"VGT-AR step: small VLM '{args.vlm_preset}' ({n_params / 1e6:.2f}M trainable parameters), batch "
-          f"{args.batch_size}, {args.grid}x{args.grid} latents, {tokens} tokens/step, {torch.get_num_threads()} "
-          f"threads, median of {args.steps} steps")
+          f"{args.batch_size}, {args.grid}x{args.grid} latents, {args.head_noise_samples} noise draws per token, "
+          f"{tokens} tokens/step, {torch.get_num_threads()} threads, median of {args.steps} steps")
     print(f"{'precision':<14} {'s/step':>7} {'tokens/s':>9} {'GFLOP/step':>11} {'GFLOP/s':>8} "
           f"{'matmul peak GFLOP/s':>20} {'of peak (median, min-max)':>26}")
     for name, median, tokens_per_s, flops, achieved, peak, fractions in rows:
