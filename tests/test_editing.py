@@ -78,7 +78,8 @@ def test_all_but_one_known_seeds_prompts_and_per_image_generators(pipe):
     assert not torch.equal(a[..., 2, 3], decode(pipe, known, mask, prompt="a blue square", seed=1).latents[..., 2, 3])
     gens = [torch.Generator().manual_seed(s) for s in (1, 7)]
     pair = decode(pipe, known, mask, prompt=[CAPTION, CAPTION], generator=gens).latents
-    assert torch.equal(pair[:1], a)  # row 0 does not depend on row 1
+    # row 0 does not depend on row 1 (up to float rounding: batch shapes change the matmul kernels on some CPUs)
+    assert torch.allclose(pair[:1], a, atol=1e-5)
 
 
 def test_context_errors(pipe):
