@@ -196,10 +196,10 @@ TRAIN_PRESETS: dict[str, TrainConfig] = {
     "toy": TrainConfig(steps=200, batch_size=8, lr=1e-3, min_lr=1e-4, warmup_steps=20, log_every=10, save_every=100,
                        eval_every=100),
     # the small VLM (`vgt train vlm --vlm-preset small`): bf16 autocast is 1.9x the fp32 throughput on a CPU with
-    # fast bf16 (AMX), so 2,400 steps fit the 30-minute budget of two cores there
+    # fast bf16 matmuls, so 2,400 steps fit the 30-minute budget of two cores there
     "vlm-small": _VLM_SMALL,
     # `--vlm-preset small-s32` and `small-64`: a quarter of the image tokens, in fp32 (faster than bf16 on CPUs
-    # without AMX); tried for a cheaper recipe (docs/recipe.md)
+    # whose bf16 matmuls are slow); tried for a cheaper recipe (docs/recipe.md)
     "vlm-small-s32": _VLM_SMALL_FP32,
     "vlm-small-64": _VLM_SMALL_FP32,
     # `--vlm-preset toy`: a seconds-long smoke test

@@ -51,7 +51,7 @@ class RecipeConfig:
     #: measured 0.240 vs 0.112 at 2000 steps, at no extra cost per bf16 step (docs/recipe.md, experiments 4-5)
     ar_head_noise_samples: int | None = None
     #: autocast of the VGT-AR stage (fp32 master weights either way); bf16 measured 2.2x faster per step on a CPU
-    #: with fast bf16 matmuls, 1.5x slower on one without AMX (docs/recipe.md)
+    #: with fast bf16 matmuls, 1.5x slower on one whose bf16 matmuls run at half the fp32 speed (docs/recipe.md)
     ar_precision: str = "bf16"
     #: VGT-AR weight EMA (exported and evaluated): decay, averaging from `ar_ema_start_fraction` of the steps on
     #: (before that it copies the weights), so the exported model does not lag far behind a short run
