@@ -48,7 +48,7 @@ class RecipeConfig:
     ar_batch_size: int = 32
     ar_lr: float = 1e-3
     #: noise draws per latent token in the VGT-AR loss (`--head-noise-samples`); None keeps the stage's 1. Four
-    #: measured 0.240 vs 0.112 at 2000 steps, at no extra cost per bf16 step (docs/recipe.md, experiments 4-5)
+    #: measured 0.240 vs 0.112 at 2000 steps (docs/recipe.md, experiment 4; its cost per step: experiment 5)
     ar_head_noise_samples: int | None = None
     #: autocast of the VGT-AR stage (fp32 master weights either way); bf16 measured 2.2x faster per step on a CPU
     #: with fast bf16 matmuls, 1.5x slower on one whose bf16 matmuls run at half the fp32 speed (docs/recipe.md)
