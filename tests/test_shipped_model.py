@@ -9,6 +9,7 @@ from PIL import Image
 
 from vgt.ae.model import VGTAutoencoder
 from vgt.cli import main
+from vgt.eval.judge import judge_image
 from vgt.packing import MAX_PACKED_BYTES, PACK_REPORT
 from vgt.pipeline import AE_DIR
 from vgt.pretrained import DEFAULT_MODEL_ENV, PIPELINE_FILE, shipped_model_dir
@@ -39,7 +40,8 @@ def test_generate_without_model_uses_the_shipped_one(tmp_path, monkeypatch):
 
 #: where the shipped model draws for "two red circles", seed 0, its saved sampling defaults: the mean "ink"
 #: (1 - darkest channel) of each 16x16-pixel block of the 128x128 image, measured when the model was packed
-SEED0_INK = [[0.12, 0.53, 0.05, 0, 0, 0, 0, 0], [0.19, 0.85, 0.10, 0, 0, 0, 0, 0]] + [[0.0] * 8] * 6
+SEED0_INK = [[0.008, 0.389, 0.098] + [0.0] * 5, [0.064, 0.893, 0.300] + [0.0] * 5, [0.0, 0.013] + [0.0] * 6]
+SEED0_INK += [[0.0] * 8] * 2 + [[0.0] * 5 + [0.180, 0.378, 0.0], [0.0] * 5 + [0.274, 0.460, 0.005], [0.0] * 8]
 
 
 def test_shipped_model_draws_what_it_drew_when_packed():
@@ -55,3 +57,7 @@ def test_shipped_model_draws_what_it_drew_when_packed():
     assert np.abs(ink - np.array(SEED0_INK)).max() < 0.01
     again = pipe("two red circles", generator=torch.Generator().manual_seed(0), output_type="np").images[0]
     assert np.array_equal(image, again)  # bit for bit
+    two_red_circles = {"include": [{"class": "circle", "count": 2, "color": "red"}],
+                       "exclude": [{"class": "circle", "count": 3}]}
+    pil = Image.fromarray((image * 255).round().astype(np.uint8))  # as output_type="pil" converts
+    assert judge_image(pil, two_red_circles).correct  # the README's first command draws what it asks
