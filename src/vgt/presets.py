@@ -242,7 +242,7 @@ def train_preset(name: str, **changes: Any) -> TrainConfig:
 RECIPES: dict[str, RecipeConfig] = {
     # The shipped model's recipe (the field defaults): 128 px, stride 16 (8 x 8 latents), VGT-AR 4000 steps with 4
     # noise draws per token. Measured on a 2-core CPU with fast bf16 (2026-12-02): VLM 34.3 min, VGT-AE 10.3,
-    # latent cache 7.0, VGT-AR 61.7 (0.93 s/step), eval ~3: about 116 min in all
+    # latent cache 7.0, VGT-AR 61.7 (0.93 s/step), eval 3.0: 116 min in all
     "full": RecipeConfig(name="full"),
     # CI: 32 px toy VLM (4 x 4 latents), tens of steps per stage. Checks that everything runs and losses fall.
     "quick": RecipeConfig(
