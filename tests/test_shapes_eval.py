@@ -91,6 +91,18 @@ def test_detections_match_the_scene_record():
         assert found == Counter((o.shape, o.color) for o in scene.objects), metadata["prompt"]
 
 
+def test_pipeline_float_arrays_are_judged_like_their_pil_images():
+    """A pipeline's output_type="np" ([0, 1] floats) must not read as a black-on-black image with nothing in it."""
+    for metadata, _, scene in _scenes(96, stride=40):
+        image = render_scene(scene, 96)
+        pixels = np.asarray(image, dtype=np.float32) / 255
+        assert detect_objects(pixels) == detect_objects(image) == detect_objects(np.asarray(image))
+        assert judge_image(pixels, metadata).correct, metadata["prompt"]
+    for bad in (pixels * 255, np.where(pixels > 0.5, np.nan, pixels)):
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            detect_objects(bad)
+
+
 def _violations(spec: PromptSpec, scene: Scene, rng: np.random.Generator) -> dict[str, Scene]:
     """Scenes that break the prompt in one named way."""
     objects = list(scene.objects)

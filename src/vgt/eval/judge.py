@@ -250,11 +250,25 @@ def _split_by_color(labels: np.ndarray, offset: np.ndarray, background: np.ndarr
     return labels
 
 
-def detect_objects(image: Image.Image | np.ndarray) -> list[Detection]:
-    """All objects in an image, largest first."""
-    pixels = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.float32)
+def _rgb_pixels(image: Image.Image | np.ndarray) -> np.ndarray:
+    """An image as float32 RGB values in 0..255. Arrays are 0..255 integers, or floats in [0, 1] as a pipeline's
+    `output_type="np"` gives them; a float array outside [0, 1] is refused rather than guessed at."""
+    if isinstance(image, Image.Image):
+        return np.asarray(image.convert("RGB"), dtype=np.float32)
+    pixels = np.asarray(image)
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got shape {pixels.shape}")
+    if np.issubdtype(pixels.dtype, np.floating):
+        if not np.isfinite(pixels).all() or pixels.min() < 0 or pixels.max() > 1:
+            raise ValueError("a float image must hold values in [0, 1] (a pipeline's output_type='np'); pass 0..255 "
+                             "pixels as a uint8 array or a PIL image")
+        return pixels.astype(np.float32) * 255
+    return pixels.astype(np.float32)
+
+
+def detect_objects(image: Image.Image | np.ndarray) -> list[Detection]:
+    """All objects in an image (PIL, uint8 array or float array in [0, 1]), largest first."""
+    pixels = _rgb_pixels(image)
     height, width = pixels.shape[:2]
     border = np.concatenate([pixels[0], pixels[-1], pixels[1:-1, 0], pixels[1:-1, -1]])
     background = np.median(border, axis=0)
