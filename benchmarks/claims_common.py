@@ -10,6 +10,7 @@ WORK/results.json.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -42,6 +43,13 @@ class Experiment:
         if not state_file.is_file():
             raise FileNotFoundError(f"{self.recipe} is not a `vgt recipe shapes` folder (no recipe.json)")
         self.config = json.loads(state_file.read_text())["config"]
+        # the recipe's own VGT-AR stage (noise draws per token, sampling temperature, schedule, precision, EMA):
+        # every variant trains exactly it, with only the latents and the run length changed
+        from vgt.recipe import build_stages
+        from vgt.recipe_config import RecipeConfig
+
+        ar = next(s for s in build_stages(RecipeConfig(**self.config), self.recipe) if s.name == "ar").arguments
+        self.ar_stage, self.ar_train = ar["stage"], ar["train_config"]
         self.vlm = self.recipe / "vlm" / "model"
         self.ae = self.recipe / "ae2" / "model"
         for path in (self.vlm, self.ae):
@@ -54,8 +62,6 @@ class Experiment:
         self.image_size = c["image_size"]
         self.ar_steps = args.ar_steps or c["ar_steps"]
         self.ar_batch_size = args.ar_batch_size or c["ar_batch_size"]
-        self.ar_lr = c["ar_lr"]
-        self.ar_precision, self.ar_ema_decay = c["ar_precision"], c["ar_ema_decay"]
         self.ar_ema_start = int(self.ar_steps * c["ar_ema_start_fraction"])
         self.ae_steps = tuple(args.ae_steps or (c["ae1_steps"], c["ae2_steps"]))
         self.ae_batch_size = c["ae_batch_size"]
@@ -99,17 +105,15 @@ class Experiment:
     def train_ar(self, name: str, ae: Path, cache: Path, save_every: int = 0) -> Path:
         """VGT-AR on `ae`'s latents with the same LLM init, data order, steps and seed for every variant; returns
         the run folder (the pipeline is RUN/model). `save_every` keeps every intermediate checkpoint."""
-        from vgt.ar.training import ARStageConfig, train_generator
-        from vgt.presets import train_preset
+        from vgt.ar.training import train_generator
 
         run = self.work / name
         if not (run / "model" / "model_index.json").is_file():
             keep = {"save_every": save_every, "keep_last": self.ar_steps // save_every + 1} if save_every else {}
             train_generator(
-                ARStageConfig(backbone_path=str(self.vlm), ae=str(ae), data=(f"latents:{cache}",)),
-                train_preset("ar-cpu", run_dir=str(run), steps=self.ar_steps, batch_size=self.ar_batch_size,
-                             lr=self.ar_lr, min_lr=self.ar_lr / 10, precision=self.ar_precision,
-                             ema_decay=self.ar_ema_decay, ema_start=self.ar_ema_start, seed=self.seed, **keep))
+                dataclasses.replace(self.ar_stage, ae=str(ae), data=(f"latents:{cache}",), sample_prompts=()),
+                dataclasses.replace(self.ar_train, run_dir=str(run), steps=self.ar_steps,
+                                    batch_size=self.ar_batch_size, ema_start=self.ar_ema_start, eval_every=0, **keep))
         return run
 
     def recon_psnr(self, name: str, ae: Path, num_images: int) -> float:
@@ -128,8 +132,8 @@ class Experiment:
 
         return evaluate_pipeline(model, out, self.eval_prompts, self.eval_images, self.seed, sampling)
 
-    def checkpoint_scores(self, run: Path) -> list[tuple[int, float]]:
-        """(step, ShapesEval overall) for every checkpoint of a VGT-AR run, evaluated with its EMA weights."""
+    def checkpoint_scores(self, run: Path) -> list[tuple[int, dict]]:
+        """(step, ShapesEval scores) for every checkpoint of a VGT-AR run, evaluated with its EMA weights."""
         from vgt.pipeline import VGTPipeline
         from vgt.train import list_checkpoints, load_checkpoint_weights
 
@@ -141,7 +145,7 @@ class Experiment:
                 pipe = VGTPipeline.from_pretrained(run / "model")
                 load_checkpoint_weights(pipe.generator, checkpoint, use_ema=True)
                 pipe.save_pretrained(out / "pipeline")
-            results.append((step, self.shapes_eval(out / "pipeline", out)["overall"]))
+            results.append((step, self.shapes_eval(out / "pipeline", out)))
         return results
 
     def write_results(self, results: dict) -> None:
@@ -150,6 +154,15 @@ class Experiment:
         print(f"(results: {write_json(self.work / 'results.json', results)})")
 
     def describe(self) -> str:
+        t, stage = self.ar_train, self.ar_stage
         return (f"recipe {self.recipe} ({self.image_size} px); VGT-AR {self.ar_steps} steps x batch "
-                f"{self.ar_batch_size} {self.ar_precision}, lr {self.ar_lr}, seed {self.seed}; ShapesEval "
-                f"{self.eval_prompts} prompts per category x {self.eval_images} images, the model's default sampler")
+                f"{self.ar_batch_size} {t.precision}, lr {t.lr}, {stage.head_noise_samples or 1} noise draw(s) per "
+                f"token, seed {self.seed}; ShapesEval {self.eval_prompts} prompts per category x {self.eval_images} "
+                f"images, the model's default sampler (temperature {stage.sampling_temperature or 1:g}), 95% "
+                "intervals over prompts in brackets")
+
+
+def score_text(scores: dict) -> str:
+    """A ShapesEval score with its spread: `0.206 (0.171-0.240)`, the 95% interval over prompts."""
+    low, high = scores["interval"]["overall"]
+    return f"{scores['overall']:.3f} ({low:.3f}-{high:.3f})"

@@ -15,7 +15,7 @@ and their ratio.
 import argparse
 import json
 
-from claims_common import Experiment, add_common_args
+from claims_common import Experiment, add_common_args, score_text
 
 
 def main() -> None:
@@ -30,29 +30,31 @@ def main() -> None:
 
     pixel1 = exp.train_ae("pixel-ae1", 1, encoder="pixel", stride=stride)
     pixel2 = exp.train_ae("pixel-ae2", 2, encoder="pixel", stride=stride, init=pixel1)
-    curves = {}
+    scores = {}
     for name, ae in (("vgt-ae", exp.ae), ("pixel-vae", pixel2)):
         run = exp.train_ar(f"ar-{name}", ae, exp.cache(f"cache-{name}", ae), save_every=every)
-        curves[name] = dict(exp.checkpoint_scores(run))
-
+        scores[name] = dict(exp.checkpoint_scores(run))
+    curves = {name: {step: s["overall"] for step, s in by_step.items()} for name, by_step in scores.items()}
     steps = sorted(set(curves["vgt-ae"]) | set(curves["pixel-vae"]))
     print(f"VGT-AR on VGT-AE latents vs pixel-VAE latents ({exp.describe()}; pixel VAE stride {stride})")
-    print(f"{'step':>7} {'VGT-AE':>8} {'pixel VAE':>10}")
+    print(f"{'step':>7} {'VGT-AE':>21} {'pixel VAE':>21}")
     for step in steps:
-        row = [curves[n].get(step) for n in ("vgt-ae", "pixel-vae")]
-        print(f"{step:7d} " + " ".join(f"{v:>{w}.4f}" if v is not None else f"{'-':>{w}}"
-                                        for v, w in zip(row, (8, 10), strict=True)))
+        print(f"{step:7d} " + " ".join(f"{score_text(scores[n][step]) if step in scores[n] else '-':>21}"
+                                        for n in ("vgt-ae", "pixel-vae")))
     baseline = curves["pixel-vae"]
     best = max(baseline.values())
     baseline_step = min(s for s, v in baseline.items() if v == best)
     reached = [s for s, v in sorted(curves["vgt-ae"].items()) if v >= best]
-    result = {"curves": curves, "baseline_best": best, "baseline_best_step": baseline_step,
+    result = {"curves": curves,
+              "intervals": {n: {step: s["interval"]["overall"] for step, s in by_step.items()}
+                            for n, by_step in scores.items()},
+              "baseline_best": best, "baseline_best_step": baseline_step,
               "vgt_steps_to_baseline_best": reached[0] if reached else None,
               "speed_up": baseline_step / reached[0] if reached else None, "eval_every": every,
               "setup": exp.describe()}
     if reached:
         print(f"pixel-VAE best {best:.4f} first at step {baseline_step}; VGT-AE reaches it at step {reached[0]}: "
-              f"{result['speed_up']:.1f}x fewer steps (resolution: {every} steps)")
+              f"{result['speed_up']:.1f}x fewer steps (resolution: {every} steps; read it against the intervals)")
     else:
         print(f"pixel-VAE best {best:.4f} at step {baseline_step}; the VGT-AE run does not reach it")
     exp.write_results(result)

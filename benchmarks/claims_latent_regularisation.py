@@ -13,7 +13,7 @@ held-out ShapesWorld images (`vgt eval recon`), then the same VGT-AR budget on i
 
 import argparse
 
-from claims_common import Experiment, add_common_args
+from claims_common import Experiment, add_common_args, score_text
 
 
 def main() -> None:
@@ -39,14 +39,15 @@ def main() -> None:
         key = label.replace(" ", "").replace("+", "_")
         psnr = exp.recon_psnr(f"recon-{key}", ae, args.recon_images)
         run = exp.train_ar(f"ar-{key}", ae, exp.cache(f"cache-{key}", ae))
-        score = exp.shapes_eval(run / "model", exp.work / f"eval-{key}")["overall"]
+        scores = exp.shapes_eval(run / "model", exp.work / f"eval-{key}")
         rows.append({"variant": label, "channel_norm": norm, "noise_gamma": gamma, "psnr_db": psnr,
-                     "shapes_eval": score, "ae": str(ae)})
+                     "shapes_eval": scores["overall"], "interval": scores["interval"]["overall"],
+                     "score_text": score_text(scores), "ae": str(ae)})
 
     print(f"Latent regularisation ({exp.describe()}; PSNR on {args.recon_images} held-out images)")
-    print(f"{'variant':<22} {'PSNR dB':>8} {'ShapesEval':>11}")
+    print(f"{'variant':<22} {'PSNR dB':>8} {'ShapesEval':>21}")
     for row in rows:
-        print(f"{row['variant']:<22} {row['psnr_db']:8.2f} {row['shapes_eval']:11.4f}")
+        print(f"{row['variant']:<22} {row['psnr_db']:8.2f} {row['score_text']:>21}")
     exp.write_results({"rows": rows, "setup": exp.describe()})
 
 

@@ -15,10 +15,10 @@ import statistics
 from pathlib import Path
 
 import torch
+from claims_common import score_text
 from sampling_speed import time_batch
 
-from vgt.eval.benchmark import evaluate_pipeline
-from vgt.eval.shapes import read_prompts
+from vgt.eval.benchmark import evaluate_pipeline_seeds, shapes_eval_subset
 from vgt.pipeline import VGTPipeline
 from vgt.pretrained import resolve_model_dir
 
@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--eval-images", type=int, default=4, help="images per ShapesEval prompt")
     parser.add_argument("--speed-images", type=int, default=4, help="images per timed batch")
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
+                        help="sampling seeds; each score is their mean, with a 95%% interval over prompts")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -45,12 +46,11 @@ def main() -> None:
     scores = {}
     for k in args.tokens_per_step:
         # resumable: evaluate_pipeline keeps the images of unchanged settings and judges them again
-        scores[k] = evaluate_pipeline(model, work / f"tokens_per_step_{k}", per_category, args.eval_images, args.seed,
-                                      {"tokens_per_step": k})
+        scores[k] = evaluate_pipeline_seeds(model, work / f"tokens_per_step_{k}", args.seeds, per_category,
+                                            args.eval_images, {"tokens_per_step": k})
 
     pipe = VGTPipeline.from_pretrained(model)
-    prompts = [row["prompt"] for row in read_prompts(work / f"tokens_per_step_{args.tokens_per_step[0]}" /
-                                                     "prompts.jsonl")]
+    prompts = [row["prompt"] for row in shapes_eval_subset(per_category)]
     prompts = (prompts * args.speed_images)[: args.speed_images]
     steps = pipe.generator.config.sampling.num_inference_steps
     time_batch(pipe, prompts[:1], 1, True, 2)  # warm-up
@@ -62,18 +62,21 @@ def main() -> None:
     grid = pipe.generator.config.sampling.grid_size
     first = scores[args.tokens_per_step[0]]
     print(f"Parallel decoding: {model}, {grid}x{grid} latents; ShapesEval {first['n_images']} images "
-          f"({per_category or 'all'} prompts per category x {args.eval_images}); speed: {args.speed_images} images "
-          f"per batch, median of {args.rounds} rounds, {torch.get_num_threads()} threads; other sampler settings: "
-          f"the model's ({first['sampler_defaults']['sampler']}, {steps} steps, guidance "
+          f"({per_category or 'all'} prompts per category x {args.eval_images} x seeds "
+          f"{' '.join(map(str, args.seeds))}; 95% interval over prompts in brackets); speed: {args.speed_images} "
+          f"images per batch, median of {args.rounds} rounds, {torch.get_num_threads()} threads; other "
+          f"sampler settings: the model's ({first['sampler_defaults']['sampler']}, {steps} steps, guidance "
           f"{first['sampler_defaults']['guidance_scale']} {first['sampler_defaults']['cfg_schedule']})")
     base = statistics.median(seconds[args.tokens_per_step[0]])
-    print(f"{'tokens/step':>11} {'forward passes':>15} {'ShapesEval':>11} {'images/s':>9} {'speed-up':>9}")
+    print(f"{'tokens/step':>11} {'forward passes':>15} {'ShapesEval':>21} {'images/s':>9} {'speed-up':>9}")
     rows = []
     for k in args.tokens_per_step:
         median = statistics.median(seconds[k])
-        rows.append({"tokens_per_step": k, "shapes_eval": scores[k]["overall"], "categories": scores[k]["categories"],
+        rows.append({"tokens_per_step": k, "shapes_eval": scores[k]["overall"],
+                     "interval": scores[k]["interval"]["overall"], "seeds": scores[k]["seeds"],
+                     "categories": scores[k]["categories"],
                      "images_per_s": args.speed_images / median, "speed_up": base / median})
-        print(f"{k:11d} {-(-grid * grid // k):15d} {scores[k]['overall']:11.4f} {args.speed_images / median:9.3f} "
+        print(f"{k:11d} {-(-grid * grid // k):15d} {score_text(scores[k]):>21} {args.speed_images / median:9.3f} "
               f"{base / median:8.2f}x")
     path = work / "results.json"
     path.write_text(json.dumps({"model": str(model), "rows": rows}, indent=2) + "\n")

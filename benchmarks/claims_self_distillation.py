@@ -15,7 +15,7 @@ ShapesEval after the same VGT-AR budget.
 import argparse
 import json
 
-from claims_common import Experiment, add_common_args
+from claims_common import Experiment, add_common_args, score_text
 
 from vgt.ae.evaluation import evaluate_ae_understanding
 
@@ -38,16 +38,18 @@ def main() -> None:
         scores = json.loads((understanding / "understanding.json").read_text())
         psnr = exp.recon_psnr(f"recon-{key}", ae, args.recon_images)
         run = exp.train_ar(f"ar-{key}", ae, exp.cache(f"cache-{key}", ae))
+        generation = exp.shapes_eval(run / "model", exp.work / f"eval-{key}")
         rows.append({"variant": label, "understanding_original": scores["original"]["exact"],
                      "understanding_tuned": scores["tuned"]["exact"], "psnr_db": psnr,
-                     "shapes_eval": exp.shapes_eval(run / "model", exp.work / f"eval-{key}")["overall"]})
+                     "shapes_eval": generation["overall"], "interval": generation["interval"]["overall"],
+                     "score_text": score_text(generation)})
 
     print(f"Self-distillation ({exp.describe()}; understanding: exact-scene accuracy on "
           f"{args.understanding_images} held-out scenes; PSNR on {args.recon_images} images)")
-    print(f"{'VGT-AE':<24} {'understanding (original VLM -> tuned)':>38} {'PSNR dB':>8} {'ShapesEval':>11}")
+    print(f"{'VGT-AE':<24} {'understanding (original VLM -> tuned)':>38} {'PSNR dB':>8} {'ShapesEval':>21}")
     for row in rows:
         print(f"{row['variant']:<24} {100 * row['understanding_original']:17.1f}% -> "
-              f"{100 * row['understanding_tuned']:5.1f}%{'':10} {row['psnr_db']:8.2f} {row['shapes_eval']:11.4f}")
+              f"{100 * row['understanding_tuned']:5.1f}%{'':10} {row['psnr_db']:8.2f} {row['score_text']:>21}")
     exp.write_results({"rows": rows, "setup": exp.describe()})
 
 

@@ -22,6 +22,22 @@ def single_thread():
 
 
 @pytest.fixture(scope="session")
+def benchmark_module():
+    """Loads a script of benchmarks/ by name (they are not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    def load(name: str):
+        path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+        spec = importlib.util.spec_from_file_location(name, path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    return load
+
+
+@pytest.fixture(scope="session")
 def image_folder(tmp_path_factory):
     """24 random non-square RGB images with captions, HF imagefolder layout (metadata.jsonl)."""
     import json

@@ -158,3 +158,37 @@ def test_evaluate_pipeline_regenerates_samples_left_by_other_settings(quick_run,
     again = evaluate_pipeline(model, eval_dir, 1, 1)
     assert again["n_images"] == len(GENEVAL_TAGS)  # the larger prompt set's extra prompts are gone
     assert np.array_equal(before, np.asarray(Image.open(image))) and again["overall"] == first["overall"]
+
+
+def test_claim_experiments_train_the_recipes_own_vgt_ar_stage(tmp_path, monkeypatch, benchmark_module):
+    """benchmarks/claims_*.py compare latents under the recipe's VGT-AR (noise draws per token, temperature,
+    precision, schedule), changing only the latents and the run length."""
+    import argparse
+    import dataclasses
+
+    import vgt.ar.training
+
+    recipe = tmp_path / "recipe"
+    for folder in ("vlm/model", "ae2/model"):
+        (recipe / folder).mkdir(parents=True)
+    cfg = dataclasses.replace(recipe_preset("quick"), ar_head_noise_samples=3, ar_sampling_temperature=0.6,
+                              ar_precision="bf16")
+    (recipe / "recipe.json").write_text(json.dumps({"config": cfg.to_dict(), "stages": {}}))
+    args = argparse.Namespace(recipe=str(recipe), work=str(tmp_path / "work"), ar_steps=20, ar_batch_size=None,
+                              ae_steps=None, cache_samples=None, eval_prompts_per_category=1, eval_images=1,
+                              threads=None)
+    experiment = benchmark_module("claims_common").Experiment(args)
+    calls = []
+    monkeypatch.setattr(vgt.ar.training, "train_generator", lambda stage, train: calls.append((stage, train)))
+    experiment.train_ar("ar-pixel", tmp_path / "pixel-ae", tmp_path / "cache", save_every=5)
+
+    (stage, train), = calls
+    assert (stage.head_noise_samples, stage.sampling_temperature) == (3, 0.6)
+    assert stage.backbone_path == str(recipe / "vlm" / "model")
+    assert stage.ae == str(tmp_path / "pixel-ae") and stage.data == (f"latents:{tmp_path / 'cache'}",)
+    assert stage.sample_prompts == ()
+    assert (train.steps, train.batch_size, train.precision, train.lr) == (20, cfg.ar_batch_size, "bf16", cfg.ar_lr)
+    assert train.ema_start == int(20 * cfg.ar_ema_start_fraction) and train.ema_decay == cfg.ar_ema_decay
+    assert (train.save_every, train.keep_last, train.eval_every) == (5, 5, 0)
+    assert train.run_dir == str(tmp_path / "work" / "ar-pixel")
+    assert "3 noise draw(s) per token" in experiment.describe()

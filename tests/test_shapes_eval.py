@@ -324,21 +324,10 @@ def test_scores_carry_a_bootstrap_interval_and_each_seeds_score():
     assert "95% interval" in table and "seed 1" in table and "2 sampling seeds" in table
 
 
-def _benchmark_module(name: str):
-    import importlib.util
+def test_readme_prompts_benchmark_checks_the_readme_commands_with_the_right_judgement(benchmark_module):
     from pathlib import Path
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_readme_prompts_benchmark_checks_the_readme_commands_with_the_right_judgement():
-    from pathlib import Path
-
-    examples = _benchmark_module("readme_prompts").EXAMPLES
+    examples = benchmark_module("readme_prompts").EXAMPLES
     readme = " ".join((Path(__file__).resolve().parents[1] / "README.md").read_text().replace("\\\n", " ").split())
     for example in examples:
         assert example["command"] in readme, example["command"]  # the benchmark runs what the README shows
@@ -354,7 +343,7 @@ def test_readme_prompts_benchmark_checks_the_readme_commands_with_the_right_judg
     assert not judge_image(render_scene(right, 128), placed).correct
 
 
-def test_ae_ceiling_benchmark_judges_ground_truth_and_its_round_trip_through_the_ae(tmp_path):
+def test_ae_ceiling_benchmark_judges_ground_truth_and_its_round_trip_through_the_ae(tmp_path, benchmark_module):
     """The shipped AE's round trips of ground-truth scenes keep the scene (one prompt per category); a scene
     passed through an AE that blurs it away (a decoder of zeros) fails."""
     import torch
@@ -364,7 +353,7 @@ def test_ae_ceiling_benchmark_judges_ground_truth_and_its_round_trip_through_the
     from vgt.eval.shapes import evaluate_layout
     from vgt.pretrained import shipped_model_dir
 
-    ceiling = _benchmark_module("ae_ceiling")
+    ceiling = benchmark_module("ae_ceiling")
     ae = VGTAutoencoder.from_pretrained(shipped_model_dir() / "ae").eval()
     folders = ceiling.write_ceiling_layouts(ae, shapes_eval_subset(1), tmp_path / "good", images_per_prompt=1)
     truth, trip = (evaluate_layout(folders[name]) for name in ("ground truth", "AE round trip"))
