@@ -47,6 +47,16 @@ def test_recipe_rerun_skips_finished_stages_and_refuses_other_settings(quick_run
         run_recipe(recipe_preset("quick", ar_steps=41), out)
 
 
+def test_recipe_command_names_the_pipeline_only_when_it_exists(quick_run, tmp_path, monkeypatch, capsys):
+    out, _ = quick_run
+    assert main(["recipe", "shapes", "--quick", "--out", str(out)]) == 0
+    assert f"the pipeline: {out / 'ar' / 'model'}" in capsys.readouterr().out
+    monkeypatch.setattr("vgt.recipe.run_recipe", lambda cfg, out, stop_after=None: {"stages": {}})
+    assert main(["recipe", "shapes", "--quick", "--out", str(tmp_path), "--stop-after", "cache"]) == 0
+    printed = capsys.readouterr().out
+    assert "the pipeline" not in printed and "stopped after cache" in printed
+
+
 @pytest.mark.parametrize("changes", [{}, {"vlm_preset": "small-s32", "ae_decoder": "small-cpu-f32", "image_size": 128,
                                                                         "ar_head_noise_samples": None}])
 def test_each_stage_is_the_library_call_of_its_recorded_command(changes):

@@ -39,7 +39,11 @@ def run_recipe_shapes(args: argparse.Namespace) -> int:
         print(f"{name:>6}: {record['seconds'] / 60:6.1f} min{loss}")
     if "shapes_eval" in state:
         print(f"ShapesEval overall {state['shapes_eval']:.4f} ({Path(args.out) / 'eval' / 'scores.json'})")
-    print(f"the pipeline: {Path(args.out) / 'ar' / 'model'}")
+    pipeline = Path(args.out) / "ar" / "model"
+    if pipeline.is_dir():
+        print(f"the pipeline: {pipeline}")
+    else:
+        print(f"stopped after {args.stop_after}; the same command without --stop-after continues the recipe")
     return 0
 
 
