@@ -275,11 +275,14 @@ def test_head_noise_samples_train_the_head_on_k_noisy_copies_of_each_token(model
     monkeypatch.setattr(model, "_settings", dataclasses.replace(model.config, head_noise_samples=3))
     tripled = model(latents, CAPTIONS, generator=torch.Generator().manual_seed(3))
     (t1, s1), (t3, s3) = seen
-    assert t1.shape == (2, 9) and t3.shape == (2, 27) and s3.shape == (2, 27, s1.shape[-1])
-    copies = s3.view(2, 3, 9, -1)
-    assert torch.equal(copies[:, 0], copies[:, 2]) and torch.allclose(copies[:, 0], s1, atol=1e-6)
-    assert not torch.equal(t3[:, :9], t3[:, 9:18])
+    assert t1.shape == (2, 1, 9) and t3.shape == (2, 3, 9) and s3.shape == (2, 1, 9, s1.shape[-1])
+    assert torch.allclose(s3, s1, atol=1e-6)  # one query state per token, projected once for its k copies
+    assert not torch.equal(t3[:, 0], t3[:, 1])
     assert torch.isfinite(tripled.loss) and not torch.equal(plain.loss, tripled.loss)
+    # broadcasting the shared state is the loss of the head run on k explicit copies of it
+    monkeypatch.setattr(model, "velocity", lambda x_t, t, states: velocity(x_t, t, states.expand(-1, 3, -1, -1)))
+    copied = model(latents, CAPTIONS, generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(copied.loss, tripled.loss, rtol=1e-5)
     with pytest.raises(ValueError, match="head_noise_samples"):
         dataclasses.replace(model.config, head_noise_samples=0)
 

@@ -281,11 +281,11 @@ class VGTForGeneration(TypedConfigModel):
         states = self.teacher_forced_query_states(latents, captions, orders)
         z = latents.flatten(2).transpose(1, 2).gather(1, orders[..., None].expand(b, n, c)).float()
         k = self.config.head_noise_samples
-        t = sample_timesteps((b, n * k), self.config.timestep_shift, generator, device)
-        noise = draw((b, n * k, c), generator, device)
-        z = z.repeat(1, k, 1)
+        t = sample_timesteps((b, n * k), self.config.timestep_shift, generator, device).view(b, k, n)
+        noise = draw((b, n * k, c), generator, device).view(b, k, n, c)
+        z = z[:, None]  # the k noise draws of a token share its latent and its query state: broadcast, not copied
         x_t = t[..., None] * z + (1 - t[..., None]) * noise
         target = z - noise
-        pred = self.velocity(x_t, t, states.repeat(1, k, 1))
+        pred = self.velocity(x_t, t, states[:, None])
         loss = (pred.float() - target).pow(2).mean()
         return ARLossOutput(loss=loss, query_states=states)
