@@ -35,10 +35,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1],
                         help="sampling seeds; each score is their mean, with a 95%% interval over prompts")
-    parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
+    parser.add_argument("--threads", type=int, help="torch CPU threads for the ShapesEval and the timing "
+                        "(default: the sampler's choice, one thread for small batches)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
     model = resolve_model_dir(args.model)
     work = Path(args.work)
     per_category = args.eval_prompts_per_category or None
@@ -47,9 +46,11 @@ def main() -> None:
     for k in args.tokens_per_step:
         # resumable: evaluate_pipeline keeps the images of unchanged settings and judges them again
         scores[k] = evaluate_pipeline_seeds(model, work / f"tokens_per_step_{k}", args.seeds, per_category,
-                                            args.eval_images, {"tokens_per_step": k})
+                                            args.eval_images, {"tokens_per_step": k}, threads=args.threads)
 
     pipe = VGTPipeline.from_pretrained(model)
+    if args.threads:  # the evaluation sets its own count for its batches
+        torch.set_num_threads(args.threads)
     prompts = [row["prompt"] for row in shapes_eval_subset(per_category)]
     prompts = (prompts * args.speed_images)[: args.speed_images]
     steps = pipe.generator.config.sampling.num_inference_steps
