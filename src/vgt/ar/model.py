@@ -210,7 +210,8 @@ class VGTForGeneration(TypedConfigModel):
         return self.image_in_projector(z.to(self.image_in_projector.weight.dtype)) + positions
 
     def velocity(self, x_t: torch.Tensor, t: torch.Tensor, query_states: torch.Tensor) -> torch.Tensor:
-        """Head velocity for noisy tokens x_t [.., C] at times t [..] given the LLM states at their queries."""
+        """Head velocity for noisy tokens x_t [.., C] at times t [..] given the LLM states at their queries (which
+        broadcast against x_t: K noise draws of a token share one state)."""
         return self.head(x_t, t, self.image_out_projector(query_states))
 
     def normalize_tokens(self, z: torch.Tensor) -> torch.Tensor:
