@@ -171,6 +171,21 @@ def test_progress_bar_follows_set_progress_bar_config(pipe, capsys):
     finally:
         pipe.set_progress_bar_config(disable=True)
 
+def test_the_command_loader_hides_the_libraries_loading_bars_and_restores_them(saved, capsys):
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    from vgt.eval.benchmark import load_sampling_pipeline
+
+    libraries = (transformers_logging, diffusers_logging)
+    assert all(lib.is_progress_bar_enabled() for lib in libraries)
+    VGTPipeline.from_pretrained(saved)  # the library call keeps diffusers' convention: its bars show
+    assert "Loading pipeline components" in capsys.readouterr().err
+    load_sampling_pipeline(saved, device="cpu", threads=1)
+    assert "Loading" not in capsys.readouterr().err
+    assert all(lib.is_progress_bar_enabled() for lib in libraries)
+
+
 
 def old_layout(saved, tmp_path):
     """The same model in the layout vgt wrote before the diffusers one (pipeline.json, backbone/, model.safetensors,

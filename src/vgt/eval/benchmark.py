@@ -13,7 +13,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -108,7 +109,26 @@ def load_sampling_pipeline(model: str | os.PathLike | None = None, device: str =
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
     target = resolve_device(device)
     set_sampling_threads(threads, images_per_call, target)
-    return VGTPipeline.from_pretrained(resolve_model_dir(model), torch_dtype=DTYPES[dtype]).to(target)
+    with quiet_loading_bars():
+        return VGTPipeline.from_pretrained(resolve_model_dir(model), torch_dtype=DTYPES[dtype]).to(target)
+
+
+@contextmanager
+def quiet_loading_bars() -> Iterator[None]:
+    """Hide transformers' and diffusers' loading bars ("Loading weights", "Loading pipeline components...") for the
+    duration, then restore each library's setting: a local pipeline folder loads in about a second, and the bars
+    would bury the output of `vgt generate` and of every per-seed load of `vgt eval model`."""
+    from diffusers.utils import logging as diffusers_logging
+    from transformers.utils import logging as transformers_logging
+
+    libraries = [lib for lib in (transformers_logging, diffusers_logging) if lib.is_progress_bar_enabled()]
+    for lib in libraries:
+        lib.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for lib in libraries:
+            lib.enable_progress_bar()
 
 
 def shapes_eval_subset(prompts_per_category: int | None = None, split: str = "report") -> list[dict]:
