@@ -280,6 +280,19 @@ def overfit_one_pair(tmp_path, steps: int, min_lr: float):
     return pipe, latent, reference, result
 
 
+def test_training_captions_are_read_as_prompts_and_unknown_words_are_an_error(pipe, tmp_path):
+    """A word the tokenizer does not know would train as `<unk>`; a capitalised caption trains as its lower-case
+    form, which is what the sampler makes of the same prompt."""
+    latent = torch.zeros(1, 8, 4, 4)
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), steps=2, batch_size=2, log_every=1, save_every=0,
+                      resume="never")
+    with pytest.raises(ValueError, match=r"training caption 'a red hexagon': 'hexagon' not in this model's vocab"):
+        train(pipe.generator, ARLoss(), OnePair(latent[0], "a red hexagon"), cfg)
+    assert not list((tmp_path / "run").glob("checkpoints/*"))
+    batch = {"caption": ["A Red Circle", None, "", "a blue square"]}
+    assert ARLoss.captions(pipe.generator, batch) == ["a red circle", None, "", "a blue square"]
+
+
 def regenerate(pipe, **kwargs) -> torch.Tensor:
     return pipe(CAPTION, output_type="latent", generator=torch.Generator().manual_seed(0), **kwargs).images
 

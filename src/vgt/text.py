@@ -20,7 +20,7 @@ def vocabulary_words(tokenizer) -> list[str]:
     return sorted({t.strip() for t in tokenizer.get_vocab() if t not in special and t.strip().isalnum()})
 
 
-def check_prompt(tokenizer, prompt: str) -> str:
+def check_prompt(tokenizer, prompt: str, what: str = "prompt") -> str:
     """`prompt`, lower-cased when that is what makes it known (a lower-case vocabulary); a ValueError naming the
     words outside the vocabulary, and the vocabulary, otherwise."""
     unknown = unknown_words(tokenizer, prompt)
@@ -32,6 +32,6 @@ def check_prompt(tokenizer, prompt: str) -> str:
         return lowered
     words = vocabulary_words(tokenizer)
     shown = ", ".join(words[:SHOWN_WORDS]) + (" ..." if len(words) > SHOWN_WORDS else "")
-    raise ValueError(f"prompt {prompt!r}: {', '.join(map(repr, dict.fromkeys(unknown_lowered)))} not in this model's "
+    raise ValueError(f"{what} {prompt!r}: {', '.join(map(repr, dict.fromkeys(unknown_lowered)))} not in this model's "
                      f"vocabulary of {len(words)} words, so the model would read them as unknown; use its words: "
                      f"{shown}")

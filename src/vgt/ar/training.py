@@ -37,8 +37,17 @@ class ARLoss:
             return self.ae.encode(batch["image"].to(device)).latent.float()
 
     def __call__(self, model, batch: dict, ctx) -> tuple[torch.Tensor, dict]:
-        out = model(self.latents(batch, ctx.device), list(batch["caption"]), generator=ctx.generators)
+        out = model(self.latents(batch, ctx.device), self.captions(model, batch), generator=ctx.generators)
         return out.loss, {}
+
+    @staticmethod
+    def captions(model, batch: dict) -> list[str | None]:
+        """The batch's captions as the sampler will read prompts (lower-cased where that makes them known); a
+        caption with words outside a word-level vocabulary is an error, not `<unk>` learned in silence."""
+        from vgt.text import check_prompt
+
+        tokenizer = getattr(model, "module", model).backbone.tokenizer  # DDP wraps the model
+        return [check_prompt(tokenizer, c, what="training caption") if c else c for c in batch["caption"]]
 
 
 class SampleImages:
