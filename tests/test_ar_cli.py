@@ -13,12 +13,13 @@ from vgt import threads
 from vgt.cli import main
 from vgt.eval.layout import read_layout
 from vgt.pipeline import VGTPipeline
+from vgt.data.shapes import vocabulary_words
 from vgt.testing import fill_zero_parameters, tiny_pipeline
 
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    pipe = tiny_pipeline()
+    pipe = tiny_pipeline(words=vocabulary_words())  # it trains on ShapesWorld captions: it must know their words
     fill_zero_parameters(pipe.generator.head, seed=1)
     path = tmp_path_factory.mktemp("model") / "vgt"
     pipe.save_pretrained(path)
