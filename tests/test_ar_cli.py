@@ -11,9 +11,9 @@ from PIL import Image
 
 from vgt import threads
 from vgt.cli import main
+from vgt.data.shapes import vocabulary_words
 from vgt.eval.layout import read_layout
 from vgt.pipeline import VGTPipeline
-from vgt.data.shapes import vocabulary_words
 from vgt.testing import fill_zero_parameters, tiny_pipeline
 
 
