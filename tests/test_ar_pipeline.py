@@ -171,6 +171,7 @@ def test_progress_bar_follows_set_progress_bar_config(pipe, capsys):
     finally:
         pipe.set_progress_bar_config(disable=True)
 
+
 def test_the_command_loader_hides_the_libraries_loading_bars_and_restores_them(saved, capsys):
     from diffusers.utils import logging as diffusers_logging
     from transformers.utils import logging as transformers_logging
@@ -184,7 +185,6 @@ def test_the_command_loader_hides_the_libraries_loading_bars_and_restores_them(s
     load_sampling_pipeline(saved, device="cpu", threads=1)
     assert "Loading" not in capsys.readouterr().err
     assert all(lib.is_progress_bar_enabled() for lib in libraries)
-
 
 
 def old_layout(saved, tmp_path):
