@@ -4,6 +4,7 @@ import io
 import itertools
 import json
 import tarfile
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -227,6 +228,21 @@ def test_shapes_source_and_cli_specs():
     assert isinstance(build_source(["shapes", "shapes:prompt"], 16, [1, 2]), MixSource)
     with pytest.raises(ValueError, match="folder:DIR"):
         build_source(["imagenet"], 16)
+
+
+def test_shapes_spec_sets_the_task_mix_and_rejects_bad_weights():
+    source = build_source(["shapes:caption:position=3,colors=0"], 16)
+    assert source.text == "caption"
+    tags = Counter(source.world.sample(i).tag for i in range(400))
+    assert "colors" not in tags and "scene" not in tags
+    assert tags["position"] > 2 * max(tags[t] for t in tags if t != "position")
+    assert build_source(["shapes:scene=1"], 16).world.tasks[-1] == "scene"
+    for spec, problem in (("shapes:hexagon=1", "unknown ShapesWorld task 'hexagon'"),
+                          ("shapes:position=-1", "'position' must be a number >= 0"),
+                          ("shapes:position=nan", "'position' must be a number >= 0"),
+                          ("shapes:position=two", "'position' must be a number >= 0")):
+        with pytest.raises(ValueError, match=problem):
+            build_source([spec], 16)
 
 
 def test_loader_workers_read_disjoint_shards_and_restart_exactly(shards):

@@ -267,13 +267,42 @@ class LatentCacheSource(WebDatasetSource):
         return int(self.index["num_samples"])
 
 
+def _shapes_spec(spec: str, arg: str) -> tuple[str, dict]:
+    """`shapes[:prompt|caption][:TASK=WEIGHT,...]`: the text field and the task mix. Named tasks get their weight,
+    the other GenEval tasks keep weight 1, and `scene` (full-caption scenes) is drawn only when named."""
+    from vgt.data.shapes import GENEVAL_TAGS, TASKS
+
+    text, weights = "prompt", {}
+    for part in filter(None, arg.split(":")):
+        if "=" not in part:
+            text = part
+            continue
+        for item in part.split(","):
+            task, _, value = item.partition("=")
+            if task not in TASKS:
+                raise ValueError(f"data spec {spec!r}: unknown ShapesWorld task {task!r}; choose from "
+                                 f"{', '.join(TASKS)}")
+            try:
+                weights[task] = float(value)
+            except ValueError:
+                weights[task] = float("nan")
+            if not 0 <= weights[task] < float("inf"):
+                raise ValueError(f"data spec {spec!r}: the weight of {task!r} must be a number >= 0, got {value!r}")
+    if not weights:
+        return text, {}
+    tasks = GENEVAL_TAGS + (("scene",) if "scene" in weights else ())
+    return text, {"tasks": tasks, "weights": [weights.get(t, 1.0) for t in tasks]}
+
+
 def parse_source(spec: str, resolution: int) -> Source:
-    """A source from a CLI spec: `shapes`, `shapes:caption`, `folder:DIR`, `wds:SHARDS` (a brace pattern such
-    as `data/train-{000000..000099}.tar`, or a .txt shard list), or `latents:DIR` (a latent cache)."""
+    """A source from a CLI spec: `shapes` (ShapesWorld; `shapes:caption` for full captions, `shapes:position=2,
+    colors=0.5` for another task mix), `folder:DIR`, `wds:SHARDS` (a brace pattern such as
+    `data/train-{000000..000099}.tar`, or a .txt shard list), or `latents:DIR` (a latent cache)."""
     kind, _, arg = spec.partition(":")
     source = None
     if kind == "shapes":
-        source = ShapesSource(resolution, text=arg or "prompt")
+        text, world_kwargs = _shapes_spec(spec, arg)
+        source = ShapesSource(resolution, text=text, **world_kwargs)
     elif kind == "folder" and arg:
         source = ImageFolderSource(arg, resolution)
     elif kind == "wds" and arg:
