@@ -12,6 +12,7 @@ import torch
 from PIL import Image
 
 from vgt.data.readers import ImageFolderSource, ShapesSource, WebDatasetSource, build_source
+from vgt.data.shapes import GENEVAL_TAGS
 from vgt.data.sources import MixSource, Skipped, UnreadableDataError, readable
 from vgt.data.transforms import prepare_image
 from vgt.train.loader import StreamPosition, make_loader
@@ -240,7 +241,8 @@ def test_shapes_spec_sets_the_task_mix_and_rejects_bad_weights():
     for spec, problem in (("shapes:hexagon=1", "unknown ShapesWorld task 'hexagon'"),
                           ("shapes:position=-1", "'position' must be a number >= 0"),
                           ("shapes:position=nan", "'position' must be a number >= 0"),
-                          ("shapes:position=two", "'position' must be a number >= 0")):
+                          ("shapes:position=two", "'position' must be a number >= 0"),
+                          ("shapes:" + ",".join(f"{t}=0" for t in GENEVAL_TAGS), "every task weight 0")):
         with pytest.raises(ValueError, match=problem):
             build_source([spec], 16)
 

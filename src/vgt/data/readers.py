@@ -285,13 +285,16 @@ def _shapes_spec(spec: str, arg: str) -> tuple[str, dict]:
             try:
                 weights[task] = float(value)
             except ValueError:
-                weights[task] = float("nan")
+                weights[task] = -1.0
             if not 0 <= weights[task] < float("inf"):
                 raise ValueError(f"data spec {spec!r}: the weight of {task!r} must be a number >= 0, got {value!r}")
     if not weights:
         return text, {}
     tasks = GENEVAL_TAGS + (("scene",) if "scene" in weights else ())
-    return text, {"tasks": tasks, "weights": [weights.get(t, 1.0) for t in tasks]}
+    mix = [weights.get(t, 1.0) for t in tasks]
+    if not any(mix):
+        raise ValueError(f"data spec {spec!r} gives every task weight 0; give at least one a positive weight")
+    return text, {"tasks": tasks, "weights": mix}
 
 
 def parse_source(spec: str, resolution: int) -> Source:
