@@ -239,10 +239,11 @@ def test_shapes_spec_sets_the_task_mix_and_rejects_bad_weights():
     assert tags["position"] > 2 * max(tags[t] for t in tags if t != "position")
     assert build_source(["shapes:scene=1"], 16).world.tasks[-1] == "scene"
     for spec, problem in (("shapes:hexagon=1", "unknown ShapesWorld task 'hexagon'"),
-                          ("shapes:position=-1", "'position' must be a number >= 0"),
-                          ("shapes:position=nan", "'position' must be a number >= 0"),
-                          ("shapes:position=two", "'position' must be a number >= 0"),
-                          ("shapes:" + ",".join(f"{t}=0" for t in GENEVAL_TAGS), "every task weight 0")):
+                          ("shapes:position=-1", "'position' must be a finite number >= 0"),
+                          ("shapes:position=nan", "'position' must be a finite number >= 0"),
+                          ("shapes:position=inf", "'position' must be a finite number >= 0"),
+                          ("shapes:position=two", "'position' is 'two', not a number"),
+                          ("shapes:" + ",".join(f"{t}=0" for t in GENEVAL_TAGS), "every task has weight 0")):
         with pytest.raises(ValueError, match=problem):
             build_source([spec], 16)
 

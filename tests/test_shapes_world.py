@@ -57,6 +57,10 @@ def test_tasks_are_drawn_and_weights_respected():
         ShapesWorld(32, tasks=["dogs"])
     with pytest.raises(ValueError, match="shard"):
         ShapesWorld(32, shard=(2, 2))
+    for weights, problem in (([1.0, float("nan")], "'scene' must be a finite number"), ([0, 0], "every task has"),
+                             ([1.0], "1 weight")):
+        with pytest.raises(ValueError, match=problem):
+            ShapesWorld(32, tasks=["counting", "scene"], weights=weights)
 
 
 def _boxes_apart(a: ShapeObject, b: ShapeObject) -> bool:

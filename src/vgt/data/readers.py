@@ -285,16 +285,11 @@ def _shapes_spec(spec: str, arg: str) -> tuple[str, dict]:
             try:
                 weights[task] = float(value)
             except ValueError:
-                weights[task] = -1.0
-            if not 0 <= weights[task] < float("inf"):
-                raise ValueError(f"data spec {spec!r}: the weight of {task!r} must be a number >= 0, got {value!r}")
+                raise ValueError(f"data spec {spec!r}: the weight of {task!r} is {value!r}, not a number") from None
     if not weights:
         return text, {}
     tasks = GENEVAL_TAGS + (("scene",) if "scene" in weights else ())
-    mix = [weights.get(t, 1.0) for t in tasks]
-    if not any(mix):
-        raise ValueError(f"data spec {spec!r} gives every task weight 0; give at least one a positive weight")
-    return text, {"tasks": tasks, "weights": mix}
+    return text, {"tasks": tasks, "weights": [weights.get(t, 1.0) for t in tasks]}
 
 
 def parse_source(spec: str, resolution: int) -> Source:
@@ -305,7 +300,10 @@ def parse_source(spec: str, resolution: int) -> Source:
     source = None
     if kind == "shapes":
         text, world_kwargs = _shapes_spec(spec, arg)
-        source = ShapesSource(resolution, text=text, **world_kwargs)
+        try:
+            source = ShapesSource(resolution, text=text, **world_kwargs)
+        except ValueError as error:  # a bad text field or weight (ShapesWorld checks them), named with its spec
+            raise ValueError(f"data spec {spec!r}: {error}") from None
     elif kind == "folder" and arg:
         source = ImageFolderSource(arg, resolution)
     elif kind == "wds" and arg:

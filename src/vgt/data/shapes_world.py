@@ -144,8 +144,14 @@ class ShapesWorld:
         unknown = [t for t in tasks if t not in TASKS]
         if unknown or not tasks:
             raise ValueError(f"unknown or no tasks {unknown or list(tasks)}; choose from {', '.join(TASKS)}")
-        if weights is not None and (len(weights) != len(tasks) or min(weights) < 0 or sum(weights) <= 0):
-            raise ValueError("weights need one non-negative number per task, not all zero")
+        if weights is not None:
+            if len(weights) != len(tasks):
+                raise ValueError(f"{len(weights)} weight(s) for {len(tasks)} task(s): give one per task")
+            bad = [t for t, w in zip(tasks, weights, strict=True) if not 0 <= w < float("inf")]
+            if bad:
+                raise ValueError(f"the weight of {bad[0]!r} must be a finite number >= 0")
+            if not any(weights):
+                raise ValueError("every task has weight 0; give at least one a positive weight")
         index, count = shard
         if not 0 <= index < count:
             raise ValueError(f"shard {shard} must be (index, count) with 0 <= index < count")
