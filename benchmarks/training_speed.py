@@ -4,6 +4,7 @@ same run, in fp32 and with bf16 autocast (fp32 master weights, as `vgt train ar 
     python benchmarks/training_speed.py [--batch-size 32] [--grid 8] [--steps 5] [--vlm-preset small]
     python benchmarks/training_speed.py --batch-size 4 --grid 4 --steps 2 --vlm-preset toy     # reduced run
     python benchmarks/training_speed.py --head-noise-samples 4      # K noise draws per token (--head-noise-samples)
+    python benchmarks/training_speed.py --head-width 512             # a wider flow head (--head-width, --head-depth)
 
 The model is the small VLM's architecture with random weights (speed does not depend on the weights) tuned as
 VGT-AR with the `cpu-small` generator preset, trained on random normalised latents and ShapesWorld prompts. One
@@ -38,6 +39,10 @@ def main() -> None:
     parser.add_argument("--peak-size", type=int, default=1024, help="side of the matmul that measures the peak")
     parser.add_argument("--head-noise-samples", type=int, default=1,
                         help="noise draws per latent token in the loss (`vgt train ar --head-noise-samples`)")
+    parser.add_argument("--head-width", type=int, help="flow head width (`vgt train ar --head-width`; default 256)")
+    parser.add_argument("--head-depth", type=int, help="flow head blocks (`vgt train ar --head-depth`; default 4)")
+    parser.add_argument("--precision", choices=("both", "fp32", "bf16"), default="both",
+                        help="time fp32, bf16 autocast or both (bf16 is slow on a CPU without fast bf16 matmuls)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
@@ -46,7 +51,8 @@ def main() -> None:
     backbone = build_small_vlm(SMALL_VLM_PRESETS[args.vlm_preset], seed=0)
     ae = VGTAutoencoder.from_backbone(backbone, ae_preset("small-cpu", channel_norm=True)).requires_grad_(False)
     model = build_generator(backbone, ae, "cpu-small", seed=0, grid_size=args.grid,
-                            head_noise_samples=args.head_noise_samples).train()
+                            head_noise_samples=args.head_noise_samples, head_width=args.head_width,
+                            head_depth=args.head_depth).train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=1e-4)
     world = ShapesWorld(resolution=32, seed=0)
@@ -66,7 +72,8 @@ def main() -> None:
         optimizer.step()
 
     rows = []
-    for name, dtype in (("fp32", torch.float32), ("bf16 autocast", torch.bfloat16)):
+    precisions = {"fp32": ("fp32", torch.float32), "bf16": ("bf16 autocast", torch.bfloat16)}
+    for name, dtype in [v for k, v in precisions.items() if args.precision in (k, "both")]:
         step(dtype)  # warm-up
         counter = flop_counter()
         with counter:

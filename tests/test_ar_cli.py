@@ -151,6 +151,29 @@ def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
     assert pipe.generator.config.head_noise_samples == 2  # a training constant, saved with the model's config
 
 
+def test_train_ar_head_size_and_online_weight_export(model_dir, tmp_path, capsys):
+    from vgt.train import latest_checkpoint
+    from vgt.train.checkpoint import EMA_FILE, MODEL_FILE, read_weights
+
+    run = tmp_path / "run"
+    args = ["train", "ar", "--backbone-path", str(model_dir / "vlm"), "--ae", str(model_dir / "ae"),
+            "--run-dir", str(run), "--max-steps", "3", "--batch-size", "2", "--size", "16", "--lr", "0.01",
+            "--ema-decay", "0.5", "--ema-start", "0", "--head-width", "24", "--head-depth", "2"]
+    assert main(args) == 0
+    assert main([*args, "--export", str(tmp_path / "online"), "--export-weights", "online"]) == 0  # no more steps
+    assert "(model weights)" in capsys.readouterr().out
+    ema, online = (VGTPipeline.from_pretrained(d).generator for d in (run / "model", tmp_path / "online"))
+    assert (ema.config.head.width, ema.config.head.depth) == (24, 2) and len(ema.head.res_blocks) == 2
+    checkpoint = latest_checkpoint(run)
+    assert checkpoint.name.endswith("3")
+    for model, file in ((ema, EMA_FILE), (online, MODEL_FILE)):
+        saved = {k: v for k, v in read_weights(checkpoint / file).items() if k.startswith("head.")}
+        weights = model.state_dict()
+        assert len(saved) == len([k for k in weights if k.startswith("head.")]) > 0
+        assert all(torch.equal(weights[k], v) for k, v in saved.items())
+    assert not torch.equal(ema.head.final_layer.linear.weight, online.head.final_layer.linear.weight)
+
+
 def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys):
     import shutil
 

@@ -74,10 +74,15 @@ class SampleImages:
 
 def build_generator(backbone, ae, model_preset: str, seed: int, grid_size: int | None = None,
                     position_init: str | None = None, sampling_temperature: float | None = None,
+                    head_width: int | None = None, head_depth: int | None = None,
                     **config_changes) -> VGTForGeneration:
     """A fresh VGT-AR around `backbone`'s language model, initialised from `seed` (global RNG left untouched).
-    `config_changes` replace `ARConfig` fields of the preset (e.g. uncond_prob, timestep_shift)."""
+    `head_width` / `head_depth` resize the preset's flow head; `config_changes` replace `ARConfig` fields of the
+    preset (e.g. uncond_prob, timestep_shift)."""
     config = ar_preset(model_preset, hidden_size=backbone.text.hidden_size, latent_channels=ae.latent_channels)
+    head = {k: v for k, v in (("width", head_width), ("depth", head_depth)) if v is not None}
+    if head:
+        config_changes["head"] = dataclasses.replace(config.head, **head)
     sampling = {k: v for k, v in (("grid_size", grid_size), ("temperature", sampling_temperature)) if v is not None}
     if grid_size is not None and grid_size > config.max_grid:
         raise ValueError(f"training grid {grid_size} exceeds the preset's max_grid {config.max_grid}")
@@ -90,6 +95,10 @@ def build_generator(backbone, ae, model_preset: str, seed: int, grid_size: int |
         torch.manual_seed(seed)
         model = VGTForGeneration(config, backbone, ae=ae)
     return model.float()
+
+
+#: `ARStageConfig.export_weights` choices
+EXPORT_WEIGHTS = ("ema", "online")
 
 
 @dataclass(frozen=True)
@@ -112,9 +121,13 @@ class ARStageConfig:
     uncond_prob: float | None = None
     timestep_shift: float | None = None
     head_noise_samples: int | None = None
+    head_width: int | None = None
+    head_depth: int | None = None
     position_init: str | None = None
     #: default sampling temperature saved with the exported model
     sampling_temperature: float | None = None
+    #: which weights of the last checkpoint are exported: "ema" (when the run keeps an EMA) or "online"
+    export_weights: str = "ema"
     #: prompts rendered into RUN_DIR/samples every `eval_every` steps
     sample_prompts: tuple[str, ...] = ()
     #: a prompt file: ShapesEval every `eval_every` steps on `eval_max_prompts` of it, `eval_per_prompt` images each
@@ -125,7 +138,8 @@ class ARStageConfig:
 
 def train_generator(stage: ARStageConfig, train_config, export: str | Path | None = None, overwrite: bool = False):
     """Train VGT-AR (resuming from `train_config.run_dir`) and export the pipeline (EMA weights when present) to
-    `export` (default RUN_DIR/model). The export folder is checked before training: it may not replace a folder
+    `export` (default RUN_DIR/model). A finished run only exports again (e.g. `export_weights="online"`
+    beside its EMA export). The export folder is checked before training: it may not replace a folder
     vgt did not write (unless `overwrite`), the run's checkpoints or the inputs. Returns the engine's
     `TrainResult` with `model_dir` set where the pipeline was exported (on the main process)."""
     from vgt.ae.model import VGTAutoencoder
@@ -140,6 +154,8 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
     from vgt.train import Hook, Trainer, load_checkpoint_weights
 
     cfg = train_config
+    if stage.export_weights not in EXPORT_WEIGHTS:
+        raise ValueError(f"export_weights must be one of {', '.join(EXPORT_WEIGHTS)} (got {stage.export_weights!r})")
     backbone = load_backbone(stage.backbone, stage.backbone_path)
     ae = VGTAutoencoder.from_pretrained(stage.ae, backbone=backbone).eval().requires_grad_(False)
     size = stage.size or (getattr(ae.config, "image_size", None)
@@ -157,7 +173,7 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
                                  ("head_noise_samples", stage.head_noise_samples)) if v is not None}
     model = build_generator(backbone, ae, stage.model_preset, seed=cfg.seed, grid_size=grid,
                             position_init=stage.position_init, sampling_temperature=stage.sampling_temperature,
-                            **changes)
+                            head_width=stage.head_width, head_depth=stage.head_depth, **changes)
     hooks = []
     if stage.sample_prompts:  # prompts outside the vocabulary fail now, not at the first hook
         sample_prompts = [check_prompt(backbone.tokenizer, p) for p in stage.sample_prompts]
@@ -178,7 +194,7 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
     if result.checkpoint is None or not result.is_main_process:
         return result
     model = trainer.accelerator.unwrap_model(trainer.model)
-    which = load_checkpoint_weights(model, result.checkpoint, use_ema=True)
+    which = load_checkpoint_weights(model, result.checkpoint, use_ema=stage.export_weights == "ema")
     VGTPipeline.from_generator(model.to(torch.device("cpu")), ae.to(torch.device("cpu"))).save_pretrained(
         out, overwrite)
     return dataclasses.replace(result, model_dir=out, weights=which)

@@ -82,8 +82,9 @@ def ar_arguments(args: argparse.Namespace) -> dict:
         backbone_path=args.backbone_path, ae=args.ae, backbone=args.backbone, model_preset=args.model_preset,
         data=tuple(args.data or ["shapes"]), data_weights=tuple(args.data_weights) if args.data_weights else None,
         size=args.size, uncond_prob=args.uncond_prob, timestep_shift=args.timestep_shift,
-        head_noise_samples=args.head_noise_samples,
+        head_noise_samples=args.head_noise_samples, head_width=args.head_width, head_depth=args.head_depth,
         position_init=args.position_init, sampling_temperature=args.sampling_temperature,
+        export_weights=args.export_weights,
         sample_prompts=tuple(args.sample_prompts or ()), eval_prompts=args.eval_prompts,
         eval_max_prompts=args.eval_max_prompts, eval_per_prompt=args.eval_per_prompt)
     return dict(stage=stage, train_config=config_from_args(args, AR_TRAIN_PRESETS[args.model_preset]))
@@ -191,6 +192,8 @@ def add_commands(tree) -> None:
     p.add_argument("--timestep-shift", type=finite_float, help="logit-normal timestep shift (default 1.4)")
     p.add_argument("--head-noise-samples", type=positive_int,
                    help="noise draws per latent token in the loss, under one language-model pass (default 1)")
+    p.add_argument("--head-width", type=positive_int, help="width of the flow head's blocks (default: the preset's)")
+    p.add_argument("--head-depth", type=positive_int, help="residual blocks of the flow head (default: the preset's)")
     p.add_argument("--position-init", choices=("sincos", "normal"),
                    help="start of the position grid: sine-cosine codes (default) or trunc-normal 0.02 (the authors')")
     p.add_argument("--sampling-temperature", type=finite_float,
@@ -202,6 +205,9 @@ def add_commands(tree) -> None:
     p.add_argument("--eval-per-prompt", type=positive_int, default=1,
                    help="images per prompt in the training-time eval")
     p.add_argument("--export", help="pipeline folder written at the end (default RUN_DIR/model)")
+    p.add_argument("--export-weights", choices=("ema", "online"), default="ema",
+                   help="weights of the last checkpoint to export: its EMA (default, when kept) or the online "
+                        "weights; rerun a finished run with --export OTHER_DIR --export-weights online for both")
     p.add_argument("--overwrite", action="store_true",
                    help="let --export replace an existing folder that is not a VGT pipeline (and everything in it)")
     add_train_args(p, default_preset="ar-cpu (--model-preset vgt-*: ar-pretrain)")
