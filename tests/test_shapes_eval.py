@@ -20,6 +20,7 @@ from vgt.eval.shapes import (
     MIN_PROMPTS_PER_CATEGORY,
     PROMPT_SET_VERSION,
     format_scores,
+    paired_difference,
     shapes_eval_prompts,
     summarize,
 )
@@ -322,6 +323,52 @@ def test_scores_carry_a_bootstrap_interval_and_each_seeds_score():
     assert width["lumpy"] > 1.5 * width["spread"]
     table = format_scores(scores)
     assert "95% interval" in table and "seed 1" in table and "2 sampling seeds" in table
+
+
+def test_paired_difference_cancels_the_prompt_draw_and_needs_the_same_prompts():
+    # prompts differ a lot in difficulty (8 of 20 always right, 8 always wrong in both); B also gets 2 of the 4
+    # hard-but-possible prompts right that A misses: separate intervals overlap, the paired one excludes zero
+    def rows(extra: int) -> list[dict]:
+        return [{"tag": tag, "index": 100 * k + i, "correct": i < 8 or 16 <= i < 16 + extra, "objects": []}
+                for k, tag in enumerate(GENEVAL_TAGS) for i in range(20) for _ in range(4)]
+
+    a, b = rows(0), rows(2)
+    report = paired_difference(a, b)
+    assert report["difference"]["overall"] == pytest.approx(0.1)
+    assert all(d == pytest.approx(0.1) for d in report["difference"]["categories"].values())
+    low, high = report["interval"]["overall"]
+    assert 0 < low <= 0.1 <= high
+    separate = summarize(a)["interval"]["overall"], summarize(b)["interval"]["overall"]
+    assert separate[1][0] < separate[0][1]  # the unpaired intervals overlap
+    assert paired_difference(a, a)["interval"]["overall"] == [0.0, 0.0]
+    with pytest.raises(ValueError, match="same prompts"):
+        paired_difference(a, b[4:])
+
+
+def test_eval_compare_reads_two_evaluations_and_reports_the_paired_difference(tmp_path, capsys):
+    from vgt.io import write_jsonl
+
+    circle = {"shape": "circle", "color": "red"}
+    blob = {"shape": "unknown", "color": "red"}
+    for name, correct in (("a", [False, False, True, False]), ("b", [True, True, True, False])):
+        for seed in (0, 1):
+            write_jsonl(tmp_path / name / f"seed-{seed}" / "per_image.jsonl",
+                        [{"tag": "single_object", "index": i, "correct": c, "objects": [circle] if c else [blob] * i}
+                         for i, c in enumerate(correct)])
+    out = tmp_path / "compare.json"
+    assert main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b"), "--json", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "+0.5000" in text and "paired bootstrap" in text
+    assert "2 of 8 images blank, 8 of 10 objects of no known shape" in text  # A: prompt 0 drew nothing
+    report = json.loads(out.read_text())
+    assert report["difference"]["categories"]["single_object"] == pytest.approx(0.5)
+    assert report["counts"]["b"] == {"images": 8, "blank": 0, "objects": 12, "unknown_shape": 6}
+    (tmp_path / "b" / "seed-1" / "per_image.jsonl").rename(tmp_path / "b" / "per_image.jsonl")
+    (tmp_path / "b" / "seed-1").rmdir()
+    with pytest.raises(ValueError, match="same --seeds"):
+        main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "b")])
+    with pytest.raises(FileNotFoundError, match="no judged images"):
+        main(["eval", "compare", str(tmp_path / "a"), str(tmp_path / "missing")])
 
 
 def test_readme_prompts_benchmark_checks_the_readme_commands_with_the_right_judgement(benchmark_module):

@@ -1,5 +1,6 @@
-"""`vgt eval shapes | model | recon | understanding | ae-understanding`: score generated images, a whole VGT model,
-a VGT-AE's reconstructions, and a VLM's understanding (with its original or its VGT-AE-tuned vision path)."""
+"""`vgt eval shapes | model | compare | recon | understanding | ae-understanding`: score generated images, a whole
+VGT model, the difference between two of its evaluations, a VGT-AE's reconstructions, and a VLM's understanding
+(with its original or its VGT-AE-tuned vision path)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,35 @@ def run_eval_model(args: argparse.Namespace) -> int:
         print("split: tune (a prompt draw and seeds for choosing settings; report the chosen ones with --split report)")
     print("sampler: " + ", ".join(f"{k}={v}" for k, v in {**scores["sampler_defaults"], **chosen}.items()))
     print(f"scores written to {Path(args.out) / 'scores.json'} (per seed: {Path(args.out) / 'seed-S'})")
+    return 0
+
+
+def run_eval_compare(args: argparse.Namespace) -> int:
+    from vgt.eval.shapes import detection_counts, paired_difference, read_judged
+
+    (a, seeds_a), (b, seeds_b) = read_judged(args.a), read_judged(args.b)
+    if seeds_a != seeds_b:
+        raise ValueError(f"{args.a} holds {', '.join(seeds_a) or 'no seed folders'} but {args.b} holds "
+                         f"{', '.join(seeds_b) or 'no seed folders'}: evaluate both with the same --seeds")
+    report = paired_difference(a, b)
+    header = ["category", "A", "B", "B - A", "95% interval"]
+    rows = []
+    for name in [*report["a"]["categories"], "overall"]:
+        a_, b_, d_, bounds = (part["overall"] if name == "overall" else part["categories"][name]
+                              for part in (report["a"], report["b"], report["difference"], report["interval"]))
+        rows.append([name, f"{a_:.4f}", f"{b_:.4f}", f"{d_:+.4f}", f"{bounds[0]:+.3f} to {bounds[1]:+.3f}"])
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print(f"({report['n_images']} images each; interval: {report['interval']['method']})")
+    for name, rows_, path in (("A", a, args.a), ("B", b, args.b)):
+        c = detection_counts(rows_)
+        print(f"{name} = {path}: {c['blank']} of {c['images']} images blank, {c['unknown_shape']} of {c['objects']} "
+              f"objects of no known shape")
+    report["counts"] = {"a": detection_counts(a), "b": detection_counts(b)}
+    if args.json:
+        write_json(args.json, report)
+        print(f"comparison written to {args.json}")
     return 0
 
 
@@ -121,6 +151,12 @@ def add_commands(tree) -> None:
                    help="report: the ShapesEval prompts a score is quoted on; tune: another prompt draw and other "
                         "seeds, to choose sampler settings on without touching the reported score")
     add_pipeline_flags(p)
+
+    p = tree.command("eval compare", run_eval_compare,
+                     "B minus A: two ShapesEval runs on the same prompts and seeds, with a paired 95% interval.")
+    p.add_argument("a", help="`vgt eval model --out` folder (or per-image JSONL file) of the baseline")
+    p.add_argument("b", help="the same for the candidate")
+    p.add_argument("--json", help="write the scores, differences, intervals and blank/unknown counts here")
 
     p = tree.command("eval recon", run_eval_recon, "Reconstruction quality of a VGT-AE: PSNR, SSIM, FID, a grid.")
     p.add_argument("--model", required=True, help="exported VGT-AE folder (RUN_DIR/model)")

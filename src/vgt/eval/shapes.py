@@ -92,20 +92,24 @@ def _unit(result: dict) -> object:
     return result.get("index", result.get("filename", id(result)))
 
 
-def bootstrap_interval(results: Sequence[dict], level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
-                       seed: int = 0) -> dict:
-    """Percentile bootstrap interval of every category score and of `overall`, resampling prompts within each
-    category (a prompt's images are not independent: they share its text). Deterministic for a given seed."""
-    rng = np.random.default_rng(seed)
+def _prompt_units(results: Sequence[dict]) -> dict[str, dict[object, list[bool]]]:
+    """category -> bootstrap unit -> the verdicts of its images."""
     units: dict[str, dict[object, list[bool]]] = defaultdict(lambda: defaultdict(list))
     for result in results:
         units[result["tag"]][_unit(result)].append(bool(result["correct"]))
-    draws = {}
-    for tag, by_unit in units.items():
-        correct = np.array([sum(v) for v in by_unit.values()], dtype=np.float64)
-        count = np.array([len(v) for v in by_unit.values()], dtype=np.float64)
-        pick = rng.integers(0, len(count), (resamples, len(count)))
-        draws[tag] = correct[pick].sum(axis=1) / count[pick].sum(axis=1)
+    return units
+
+
+def _resampled_scores(by_unit: dict[object, list[bool]], keys: Sequence[object], pick: np.ndarray) -> np.ndarray:
+    """A category's score in every bootstrap draw: `pick` holds indices into `keys` (the units, in one order)."""
+    units = [by_unit[key] for key in keys]
+    correct = np.array([sum(v) for v in units], dtype=np.float64)
+    count = np.array([len(v) for v in units], dtype=np.float64)
+    return correct[pick].sum(axis=1) / count[pick].sum(axis=1)
+
+
+def _interval_report(draws: dict[str, np.ndarray], level: float) -> tuple[dict[str, list[float]], list[float]]:
+    """Percentile bounds of each category's draws and of their GenEval mean (`overall`)."""
     tail = (1 - level) / 2 * 100
 
     def bounds(values: np.ndarray) -> list[float]:
@@ -114,7 +118,69 @@ def bootstrap_interval(results: Sequence[dict], level: float = 0.95, resamples: 
     categories = {tag: bounds(draws[tag]) for tag in (*GENEVAL_TAGS, *sorted(draws)) if tag in draws}
     present = [tag for tag in GENEVAL_TAGS if tag in draws]
     overall = bounds(np.mean([draws[tag] for tag in present], axis=0)) if present else [0.0, 0.0]
+    return categories, overall
+
+
+def bootstrap_interval(results: Sequence[dict], level: float = 0.95, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> dict:
+    """Percentile bootstrap interval of every category score and of `overall`, resampling prompts within each
+    category (a prompt's images are not independent: they share its text). Deterministic for a given seed."""
+    rng = np.random.default_rng(seed)
+    draws = {tag: _resampled_scores(by_unit, list(by_unit), rng.integers(0, len(by_unit), (resamples, len(by_unit))))
+             for tag, by_unit in _prompt_units(results).items()}
+    categories, overall = _interval_report(draws, level)
     return {"level": level, "method": "bootstrap over prompts", "overall": overall, "categories": categories}
+
+
+def paired_difference(a: Sequence[dict], b: Sequence[dict], level: float = 0.95,
+                      resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0) -> dict:
+    """B's scores minus A's, judged on the same prompts and seeds (two models, or two settings of one), with a
+    percentile bootstrap interval that draws the same prompts for both: the luck of the prompt draw, which two
+    separate intervals each carry, cancels, so a difference inside both intervals can still be told from zero."""
+    units_a, units_b = _prompt_units(a), _prompt_units(b)
+    shape_a = {tag: {k: len(v) for k, v in u.items()} for tag, u in units_a.items()}
+    shape_b = {tag: {k: len(v) for k, v in u.items()} for tag, u in units_b.items()}
+    if shape_a != shape_b:
+        raise ValueError("the two evaluations did not judge the same prompts with the same number of images each: "
+                         "compare evaluations of one prompt set, split, seeds and --num-images-per-prompt")
+    rng = np.random.default_rng(seed)
+    draws = {}
+    for tag, by_unit in units_a.items():
+        keys, pick = list(by_unit), rng.integers(0, len(by_unit), (resamples, len(by_unit)))
+        draws[tag] = _resampled_scores(units_b[tag], keys, pick) - _resampled_scores(by_unit, keys, pick)
+    scores_a, scores_b = summarize(a), summarize(b)
+    categories, overall = _interval_report(draws, level)
+    return {"a": {k: scores_a[k] for k in ("overall", "categories")},
+            "b": {k: scores_b[k] for k in ("overall", "categories")},
+            "difference": {"overall": scores_b["overall"] - scores_a["overall"],
+                           "categories": {tag: scores_b["categories"][tag] - scores_a["categories"][tag]
+                                          for tag in scores_a["categories"]}},
+            "interval": {"level": level, "method": "paired bootstrap over prompts", "overall": overall,
+                         "categories": categories},
+            "n_images": len(a)}
+
+
+def read_judged(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
+    """The per-image verdicts of an evaluation and what they cover: a `vgt eval model --out` folder (every
+    seed-S/per_image.jsonl; returns their seed folder names) or one per-image JSONL file (`vgt eval shapes
+    --per-image`, `evaluate_pipeline`'s OUT/per_image.jsonl)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("seed-*/per_image.jsonl")) or sorted(path.glob("per_image.jsonl"))
+    else:
+        files = [path] if path.is_file() else []
+    if not files:
+        raise FileNotFoundError(f"no judged images at {str(path)!r}: pass a `vgt eval model --out` folder or a "
+                                f"per-image JSONL file (`vgt eval shapes --per-image FILE`)")
+    rows = [json.loads(line) for f in files for line in f.read_text().splitlines() if line.strip()]
+    return rows, [f.parent.name for f in files if f.parent.name.startswith("seed-")]
+
+
+def detection_counts(results: Sequence[dict]) -> dict:
+    """How many images hold no object at all, and how many found objects are of no known shape ("unknown")."""
+    objects = [o for r in results for o in r.get("objects", [])]
+    return {"images": len(results), "blank": sum(not r.get("objects") for r in results), "objects": len(objects),
+            "unknown_shape": sum(o.get("shape") == "unknown" for o in objects)}
 
 
 def summarize(results: Sequence[dict], seeds: dict[int, Sequence[dict]] | None = None) -> dict:
