@@ -47,28 +47,19 @@ def run_eval_model(args: argparse.Namespace) -> int:
 
 
 def run_eval_compare(args: argparse.Namespace) -> int:
-    from vgt.eval.shapes import detection_counts, paired_difference, read_judged
+    from vgt.eval.shapes import detection_counts, format_comparison, paired_difference, read_judged
 
     (a, seeds_a), (b, seeds_b) = read_judged(args.a), read_judged(args.b)
     if seeds_a != seeds_b:
         raise ValueError(f"{args.a} holds {', '.join(seeds_a) or 'no seed folders'} but {args.b} holds "
                          f"{', '.join(seeds_b) or 'no seed folders'}: evaluate both with the same --seeds")
     report = paired_difference(a, b)
-    header = ["category", "A", "B", "B - A", "95% interval"]
-    rows = []
-    for name in [*report["a"]["categories"], "overall"]:
-        a_, b_, d_, bounds = (part["overall"] if name == "overall" else part["categories"][name]
-                              for part in (report["a"], report["b"], report["difference"], report["interval"]))
-        rows.append([name, f"{a_:.4f}", f"{b_:.4f}", f"{d_:+.4f}", f"{bounds[0]:+.3f} to {bounds[1]:+.3f}"])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    print(f"({report['n_images']} images each; interval: {report['interval']['method']})")
-    for name, rows_, path in (("A", a, args.a), ("B", b, args.b)):
-        c = detection_counts(rows_)
-        print(f"{name} = {path}: {c['blank']} of {c['images']} images blank, {c['unknown_shape']} of {c['objects']} "
-              f"objects of no known shape")
+    print(format_comparison(report))
     report["counts"] = {"a": detection_counts(a), "b": detection_counts(b)}
+    for name, path in (("a", args.a), ("b", args.b)):
+        c = report["counts"][name]
+        print(f"{name.upper()} = {path}: {c['blank']} of {c['images']} images blank, {c['unknown_shape']} of "
+              f"{c['objects']} objects of no known shape")
     if args.json:
         write_json(args.json, report)
         print(f"comparison written to {args.json}")

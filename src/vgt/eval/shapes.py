@@ -226,6 +226,12 @@ def evaluate_layout(out_dir: str | os.PathLike, rules: str = "strict") -> tuple[
     return summarize(results), results
 
 
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    return ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
+            for row in [header, ["-" * w for w in widths], *rows]]
+
+
 def format_scores(scores: dict) -> str:
     """A table: each category's score, its 95% interval and, when several seeds were sampled, each seed's score."""
     interval = scores.get("interval", {})
@@ -239,9 +245,7 @@ def format_scores(scores: dict) -> str:
                     for seed in seeds.values()]
         rows.append([name, f"{score:.4f}", f"{bounds[0]:.3f}-{bounds[1]:.3f}" if bounds else "-",
                      *(f"{v:.4f}" for v in per_seed)])
-    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip()
-             for row in [header, ["-" * w for w in widths], *rows]]
+    lines = _table(header, rows)
     note = f"{scores['n_images']} images"
     if seeds:
         note += f" over {len(seeds)} sampling seeds ({', '.join(seeds)}); score = their mean"
@@ -250,4 +254,16 @@ def format_scores(scores: dict) -> str:
     lines.append(f"({note})")
     if scores.get("missing_categories"):
         lines.append(f"warning: no images for {', '.join(scores['missing_categories'])}; overall averages the rest")
+    return "\n".join(lines)
+
+
+def format_comparison(report: dict) -> str:
+    """A table of `paired_difference`'s report: A, B, B - A and its paired interval per category and overall."""
+    rows = []
+    for name in [*report["a"]["categories"], "overall"]:
+        a, b, diff, bounds = (part["overall"] if name == "overall" else part["categories"][name]
+                              for part in (report["a"], report["b"], report["difference"], report["interval"]))
+        rows.append([name, f"{a:.4f}", f"{b:.4f}", f"{diff:+.4f}", f"{bounds[0]:+.3f} to {bounds[1]:+.3f}"])
+    lines = _table(["category", "A", "B", "B - A", "95% interval"], rows)
+    lines.append(f"({report['n_images']} images each; interval: {report['interval']['method']})")
     return "\n".join(lines)
