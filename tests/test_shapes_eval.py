@@ -348,8 +348,9 @@ def test_paired_difference_cancels_the_prompt_draw_and_needs_the_same_prompts():
 def test_eval_compare_reads_two_evaluations_and_reports_the_paired_difference(tmp_path, capsys):
     from vgt.io import write_jsonl
 
-    circle = {"shape": "circle", "color": "red"}
-    blob = {"shape": "unknown", "color": "red"}
+    # objects as the judge records them: a circle, and a star (a shape of no known kind)
+    circle = detect_objects(render_scene(Scene((ShapeObject("circle", "red", (0.5, 0.5), 0.3),)), 64))[0].to_dict()
+    blob = detect_objects(random_foreign_scene("star", 64, np.random.default_rng(0), (0.3, 0.4))[0])[0].to_dict()
     for name, correct in (("a", [False, False, True, False]), ("b", [True, True, True, False])):
         for seed in (0, 1):
             write_jsonl(tmp_path / name / f"seed-{seed}" / "per_image.jsonl",

@@ -177,10 +177,11 @@ def read_judged(path: str | os.PathLike) -> tuple[list[dict], list[str]]:
 
 
 def detection_counts(results: Sequence[dict]) -> dict:
-    """How many images hold no object at all, and how many found objects are of no known shape ("unknown")."""
+    """How many images hold no object at all, and how many found objects are of no known shape (the judge's
+    "unknown", `shape` null in the per-image records)."""
     objects = [o for r in results for o in r.get("objects", [])]
     return {"images": len(results), "blank": sum(not r.get("objects") for r in results), "objects": len(objects),
-            "unknown_shape": sum(o.get("shape") == "unknown" for o in objects)}
+            "unknown_shape": sum(o.get("shape") is None for o in objects)}
 
 
 def summarize(results: Sequence[dict], seeds: dict[int, Sequence[dict]] | None = None) -> dict:
