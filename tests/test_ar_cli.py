@@ -152,7 +152,7 @@ def test_train_ar_from_a_latent_cache(model_dir, tmp_path):
 
 
 def test_train_ar_head_size_and_online_weight_export(model_dir, tmp_path, capsys):
-    from vgt.ar.training import ARStageConfig, train_generator
+    from vgt.ar.training import ARStageConfig
     from vgt.train import latest_checkpoint
     from vgt.train.checkpoint import EMA_FILE, MODEL_FILE, read_weights
 
@@ -174,7 +174,7 @@ def test_train_ar_head_size_and_online_weight_export(model_dir, tmp_path, capsys
         assert all(torch.equal(weights[k], v) for k, v in saved.items())
     assert not torch.equal(ema.head.final_layer.linear.weight, online.head.final_layer.linear.weight)
     with pytest.raises(ValueError, match="export_weights must be one of ema, online"):
-        train_generator(ARStageConfig(str(model_dir / "vlm"), str(model_dir / "ae"), export_weights="best"), None)
+        ARStageConfig(str(model_dir / "vlm"), str(model_dir / "ae"), export_weights="best")
 
 
 def test_sampling_defaults_are_saved_with_the_model(model_dir, tmp_path, capsys):

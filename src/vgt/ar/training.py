@@ -135,6 +135,10 @@ class ARStageConfig:
     eval_max_prompts: int | None = None
     eval_per_prompt: int = 1
 
+    def __post_init__(self) -> None:
+        if self.export_weights not in EXPORT_WEIGHTS:
+            raise ValueError(f"export_weights must be one of {', '.join(EXPORT_WEIGHTS)} (got {self.export_weights!r})")
+
 
 def train_generator(stage: ARStageConfig, train_config, export: str | Path | None = None, overwrite: bool = False):
     """Train VGT-AR (resuming from `train_config.run_dir`) and export the pipeline (EMA weights when present) to
@@ -154,8 +158,6 @@ def train_generator(stage: ARStageConfig, train_config, export: str | Path | Non
     from vgt.train import Hook, Trainer, load_checkpoint_weights
 
     cfg = train_config
-    if stage.export_weights not in EXPORT_WEIGHTS:
-        raise ValueError(f"export_weights must be one of {', '.join(EXPORT_WEIGHTS)} (got {stage.export_weights!r})")
     backbone = load_backbone(stage.backbone, stage.backbone_path)
     ae = VGTAutoencoder.from_pretrained(stage.ae, backbone=backbone).eval().requires_grad_(False)
     size = stage.size or (getattr(ae.config, "image_size", None)
